@@ -1,0 +1,1 @@
+"""The real-time application: capture -> inference -> render, Qt window, recording and headless processing."""
