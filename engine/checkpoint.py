@@ -28,9 +28,12 @@ def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"{path} is not a plain weights file (refusing to unpickle arbitrary objects: {first}); "
-                             "re-save it as a state dict with torch.save(model.state_dict(), ...)") from e
+        text = str(e)
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        detail = detail[0] if detail else type(e).__name__
+        raise ModelFileError(f"{path} is not a plain weights checkpoint ({detail}): it is corrupt or holds arbitrary "
+                             "Python objects, which are never unpickled; re-save it with "
+                             "torch.save(model.state_dict(), ...)") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise ModelFileError(f"{path} could not be read as a torch checkpoint ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}); is the file complete?") from e

@@ -1,0 +1,50 @@
+"""Shared fixtures: small checkpoints in official and in our own format, built on the fly (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.models import build_model
+
+
+def official_container(model: torch.nn.Module, with_extras: bool = True) -> dict:
+    """What the official trainer saves: DataParallel keys ('module.'), parser/loss buffers, optimizer + scaler."""
+    sd = {"module." + k: v.clone() for k, v in model.state_dict().items()}
+    if with_extras:
+        p = "module._result_parser.params_map_parser.smpl_model."
+        sd[p + "v_template"] = torch.zeros(6890, 3)
+        sd[p + "faces_tensor"] = torch.zeros(13776, 3, dtype=torch.int64)
+        sd[p + "parents"] = torch.arange(24) - 1
+        sd["module._calc_loss.gmm_prior.means"] = torch.zeros(8, 69)
+        sd["module._calc_loss.gmm_prior.weights"] = torch.ones(1, 8) / 8
+    return {"model_state_dict": sd,
+            "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 5e-5, "params": [0, 1, 2]}]},
+            "scaler_state_dict": {"scale": 65536.0, "_growth_tracker": 0}}
+
+
+def randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial BN statistics so that eval-mode parity tests exercise them."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="session")
+def resnet50_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return randomise_bn(build_model("resnet50")).eval()
+
+
+@pytest.fixture(scope="session")
+def official_r50_ckpt(tmp_path_factory, resnet50_model) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "resnet_cm64_V1_resnet_epoch_26.pkl"
+    torch.save(official_container(resnet50_model), path)
+    return path
