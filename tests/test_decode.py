@@ -34,7 +34,7 @@ def synthetic_maps(m: int = 64):
 
 
 def test_nms_threshold_and_order():
-    center, params, peaks = synthetic_maps()
+    center, _, _ = synthetic_maps()
     flat, scores = detect_centers(center, DecodeCfg(threshold=0.2))
     # B lies within the 5x5 window of the stronger A -> suppressed; C is under the threshold
     assert flat.tolist() == [10 * 64 + 20, 50 * 64 + 5]
