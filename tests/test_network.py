@@ -133,7 +133,10 @@ def test_normalisation_is_inside_the_network(resnet50_model):
     """x/255 then ImageNet mean/std: a constant image equal to the mean (in 0..255) is all-zero after it."""
     bb = resnet50_model.backbone
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
-    assert torch.allclose((mean.expand(1, 3, 4, 4) - bb.mean) / bb.std, torch.zeros(1, 3, 4, 4), atol=1e-6)
+    assert torch.allclose((mean.expand(1, 3, 4, 4) / 255 - bb.mean) / bb.std, torch.zeros(1, 3, 4, 4), atol=1e-6)
+    white = (torch.full((1, 3, 1, 1), 255.0) / 255 - bb.mean) / bb.std
+    want = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(white.flatten(), want)
 
 
 def test_bare_state_dict_with_and_without_prefix(tmp_path):

@@ -85,11 +85,11 @@ class MobileNetV3Backbone(nn.Module):
         self.lateral = nn.ModuleList(_conv_bn_act(c, out_channels, 1, act=None) for c in tap_ch)
         self.smooth = _conv_bn_act(out_channels, out_channels, 3)
         self.backbone_channels = out_channels
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem((x - self.mean) / self.std)
+        x = self.stem((x / 255.0 - self.mean) / self.std)
         taps = []
         for i, block in enumerate(self.blocks):
             x = block(x)
