@@ -9,6 +9,8 @@ Set-up (a separate venv, so anny never enters the app's requirements)::
 
     python3 -m venv /work/main/.venv-bake
     /work/main/.venv-bake/bin/pip install torch==2.13.0 anny==0.6.2 numpy
+    # engine/__init__.py imports cv2, so `python -m engine...` also needs it in this venv:
+    /work/main/.venv-bake/bin/pip install opencv-python-headless==5.0.0.93
     /work/main/.venv-bake/bin/python -m engine.body.bake_anny --topology notoes_collapse10pc \\
         --output assets/body/anny_notoes_collapse10pc.npz --verify
 

@@ -86,25 +86,33 @@ class BodyModel(torch.nn.Module, abc.ABC):
         Returns:
             ``pose`` [B, 72] (root first), ``shape`` [B, num_shape], ``transl`` [B, 3], all float32.
         """
+        if not torch.jit.is_tracing():  # shapes are static in a traced/exported graph
+            self._check_shapes(global_orient, body_pose, shape, transl)
+        batch = global_orient.shape[0]
+        global_orient = global_orient.to(torch.float32)
+        body_pose = body_pose.to(torch.float32)
+        # [B, 63] -> hands zero; written branch-free so a traced graph accepts both widths.
+        body_pose = torch.cat([body_pose, torch.zeros_like(body_pose[:, :6])], dim=1)[:, :69]
+        if shape is None:
+            shape = self.default_shape().to(global_orient.device)[None].expand(batch, -1)
+        if transl is None:
+            transl = torch.zeros_like(global_orient)
+        return torch.cat([global_orient, body_pose], dim=1), shape.to(torch.float32), transl.to(torch.float32)
+
+    def _check_shapes(self, global_orient: torch.Tensor, body_pose: torch.Tensor, shape: torch.Tensor | None,
+                      transl: torch.Tensor | None) -> None:
+        """Expected-vs-got errors at the module boundary."""
         if global_orient.dim() != 2 or global_orient.shape[1] != 3:
             raise ConfigError(f"global_orient: expected shape [B, 3], got {tuple(global_orient.shape)}")
         batch = global_orient.shape[0]
-        if body_pose.dim() != 2 or body_pose.shape[1] not in (63, 69):
-            raise ConfigError(f"body_pose: expected shape [B, 69] or [B, 63], got {tuple(body_pose.shape)}")
-        global_orient = global_orient.to(torch.float32)
-        body_pose = body_pose.to(torch.float32)
-        if body_pose.shape[1] == 63:
-            body_pose = torch.cat([body_pose, torch.zeros_like(body_pose[:, :6])], dim=1)
-        if shape is None:
-            shape = self.default_shape().to(global_orient.device)[None].expand(batch, -1)
-        elif shape.dim() != 2 or shape.shape[1] != self.num_shape:
-            raise ConfigError(f"shape ({self.shape_kind}): expected shape [B, {self.num_shape}], "
+        if body_pose.dim() != 2 or body_pose.shape[1] not in (63, 69) or body_pose.shape[0] != batch:
+            raise ConfigError(f"body_pose: expected shape [{batch}, 69] or [{batch}, 63], "
+                              f"got {tuple(body_pose.shape)}")
+        if shape is not None and (shape.dim() != 2 or shape.shape != (batch, self.num_shape)):
+            raise ConfigError(f"shape ({self.shape_kind}): expected shape [{batch}, {self.num_shape}], "
                               f"got {tuple(shape.shape)}")
-        if transl is None:
-            transl = torch.zeros_like(global_orient)
-        elif transl.dim() != 2 or transl.shape[1] != 3:
-            raise ConfigError(f"transl: expected shape [B, 3], got {tuple(transl.shape)}")
-        return torch.cat([global_orient, body_pose], dim=1), shape.to(torch.float32), transl.to(torch.float32)
+        if transl is not None and (transl.dim() != 2 or transl.shape != (batch, 3)):
+            raise ConfigError(f"transl: expected shape [{batch}, 3], got {tuple(transl.shape)}")
 
 
 def finish(vertices: torch.Tensor, joints: torch.Tensor, transl: torch.Tensor, root_align: bool,

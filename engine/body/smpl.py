@@ -49,6 +49,7 @@ _NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("copyreg", "_reconstructor"), ("builtins", "object"),
+    ("_codecs", "encode"),  # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1")
 }
 _SPARSE_MODULES = ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse.csr", "scipy.sparse._csr",
                    "scipy.sparse.compressed", "scipy.sparse._compressed")
@@ -164,11 +165,18 @@ def _source_stamp(source: Path) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Plain arrays of an .npz; object arrays (e.g. strings some converters store) are skipped, never unpickled."""
+    arrays = {}
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            for key in data.files:
+                try:
+                    arrays[key] = data[key]
+                except ValueError:
+                    logger.debug("skipping object array %s in %s", key, path)
     except (OSError, ValueError) as e:
         raise ModelFileError(f"cannot read SMPL .npz {path} ({e}); re-export it with plain arrays") from e
+    return arrays
 
 
 def load_smpl_arrays(path: str | Path) -> dict[str, np.ndarray]:
@@ -255,8 +263,8 @@ class SmplBody(BodyModel):
         pose, shape, transl = self._prepare(global_orient, body_pose, shape, transl)
         batch = pose.shape[0]
         # Our clamp-guarded Rodrigues (smplx adds 1e-8 inside its norm, which ONNX optimisers may drop).
-        rotmats = lbs.batch_rodrigues(pose.reshape(-1, 3)).reshape(batch, 24 * 9)
-        out = self.smpl(betas=shape, global_orient=rotmats[:, :9], body_pose=rotmats[:, 9:], pose2rot=False)
+        rotmats = lbs.batch_rodrigues(pose.reshape(-1, 3)).reshape(batch, 24, 3, 3)
+        out = self.smpl(betas=shape, global_orient=rotmats[:, :1], body_pose=rotmats[:, 1:], pose2rot=False)
         align_point = None
         if root_align and self.align_regressor is not None:
             align_point = torch.einsum("v,bvk->bk", self.align_regressor, out.vertices)
