@@ -1,0 +1,206 @@
+"""``python -m export onnx|tensorrt|fp16|bench ...``: one command per export target, plus the benchmark.
+
+Every failure the user can fix is an :class:`engine.errors.AppError`, printed as one line with a distinct exit code;
+tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from engine.errors import AppError, ConfigError, ExportError
+
+from .formats import FORMATS
+
+log = logging.getLogger("export")
+VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="InstanceHMR checkpoint (.pt/.pth/.pkl)")
+    src.add_argument("--model", help="random-weight variant (resnet50, hrnet32, resnet18, mobilenetv3), for timing")
+    p.add_argument("--input-size", type=int, help="override the network input size (multiple of 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --model")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export", description="Export InstanceHMR and benchmark backends. "
+                                "Formats: " + ", ".join(f"{f.name} ({f.suffix})" for f in FORMATS.values()))
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    o = sub.add_parser("onnx", help="checkpoint -> ONNX, with a parity check against PyTorch")
+    _model_args(o)
+    o.add_argument("--output", required=True)
+    o.add_argument("--exporter", choices=("legacy", "dynamo"), default=None, help="default: legacy (measured faster)")
+    o.add_argument("--max-batch", type=int, default=1, help="> 1: dynamic batch axis 1..N (default: fixed batch 1)")
+    o.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch| / max |torch| per output")
+    o.add_argument("--image", help="parity image (default: an opencv-doc sample photo)")
+
+    t = sub.add_parser("tensorrt", help="ONNX -> TensorRT engine (NVIDIA GPU + TensorRT only)")
+    t.add_argument("--onnx", required=True)
+    t.add_argument("--output", required=True)
+    prec = t.add_mutually_exclusive_group()
+    prec.add_argument("--fp16", dest="fp16", action="store_true", default=True, help="FP16 with FP32 islands (default)")
+    prec.add_argument("--fp32", dest="fp16", action="store_false")
+    t.add_argument("--strongly-typed", action="store_true", help="TensorRT >= 9: build from the FP16 ONNX, typed")
+    t.add_argument("--timing-cache", help="timing cache file (default: OUTPUT.timing.cache)")
+    t.add_argument("--workspace-gb", type=float, default=4.0)
+    t.add_argument("--opt-batch", type=int, default=1, help="optimisation-profile batch for dynamic-batch models")
+    t.add_argument("--verbose", action="store_true")
+
+    f = sub.add_parser("fp16", help="FP16 ONNX with FP32 islands (TensorRT FP16 proxy) + report vs FP32 on frames")
+    f.add_argument("--onnx", required=True)
+    f.add_argument("--output", help="default: <onnx stem>_fp16.onnx")
+    f.add_argument("--input", default=VTEST, help="video or image for the report")
+    f.add_argument("--frames", type=int, default=20)
+    f.add_argument("--step", type=int, default=10, help="use every N-th video frame")
+    f.add_argument("--threshold", type=float, default=0.2)
+
+    b = sub.add_parser("bench", help="per-stage timings on a video")
+    _model_args(b)
+    b.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="onnxruntime")
+    b.add_argument("--input", default=VTEST, help="video file")
+    b.add_argument("--frames", type=int, default=50)
+    b.add_argument("--threads", type=int, default=2, help="inference threads (ORT intra-op; torch)")
+    b.add_argument("--torch-threads", type=int, default=1,
+                   help="torch threads for the body model when inference is not torch (2 threads on a shared 2-core "
+                        "box ran the body model 50x slower than 1)")
+    b.add_argument("--people", type=int, default=5, help="--model: calibrate the centre bias to ~N people")
+    b.add_argument("--cache-dir", help="artifact cache (default: ~/.cache/instancehmr-live)")
+    b.add_argument("--no-record", action="store_true", help="skip the encode-video stage")
+    b.add_argument("--profile-ops", action="store_true", help="onnxruntime: also print ORT's per-node profile")
+    return p
+
+
+def _load_model(args: argparse.Namespace):  # -> (InstanceHMR, checkpoint sha or "")
+    from engine.checkpoint import load_network
+    from engine.models import build_model
+
+    from .onnx import file_sha256
+    from .synthetic import random_model
+
+    if args.model:
+        overrides = {"input_size": args.input_size} if args.input_size else {}
+        return random_model(args.model, args.seed, **overrides), ""
+    model = load_network(args.checkpoint)
+    if args.input_size and args.input_size != model.cfg.input_size:
+        resized = build_model(model.cfg, input_size=args.input_size)
+        resized.load_state_dict(model.state_dict())
+        model = resized.eval()
+    return model, file_sha256(args.checkpoint)
+
+
+def cmd_onnx(args: argparse.Namespace) -> int:
+    from .onnx import DEFAULT_EXPORTER, export_onnx, parity_check
+
+    model, sha = _load_model(args)
+    if args.input_size and args.input_size % 32:
+        raise ConfigError(f"--input-size must be a multiple of 32, got {args.input_size}")
+    exporter = args.exporter or DEFAULT_EXPORTER
+    out = export_onnx(model, args.output, exporter=exporter, max_batch=args.max_batch, checkpoint_sha256=sha)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.cfg.name}@{model.cfg.input_size}, "
+          f"{exporter} exporter, batch {'1..' + str(args.max_batch) if args.max_batch > 1 else 1})")
+    image = name = None
+    if args.image:
+        import cv2
+
+        from engine.preprocess import letterbox
+
+        frame = cv2.imread(args.image, cv2.IMREAD_COLOR)
+        if frame is None:
+            raise ConfigError(f"cannot read --image {args.image}")
+        image, name = letterbox(frame, model.cfg.input_size)[0][None], args.image
+    report = parity_check(out, model, args.tolerance, image=image, image_name=name or "given image")
+    print("\n".join(report.lines()))
+    if not report.ok:
+        raise ExportError(f"ONNX output differs from PyTorch beyond rel {args.tolerance:g}; try --exporter "
+                          f"{'dynamo' if exporter == 'legacy' else 'legacy'}")
+    return 0
+
+
+def cmd_tensorrt(args: argparse.Namespace) -> int:
+    from .tensorrt import build_engine
+
+    out = build_engine(args.onnx, args.output, fp16=args.fp16, strongly_typed=args.strongly_typed,
+                       workspace_gb=args.workspace_gb, timing_cache=args.timing_cache, opt_batch=args.opt_batch,
+                       verbose=args.verbose)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_fp16(args: argparse.Namespace) -> int:
+    from .compare import load_frames
+    from .fp16 import convert_file, fp16_report
+
+    src = Path(args.onnx)
+    dst = Path(args.output) if args.output else src.with_name(src.stem + "_fp16.onnx")
+    dst, meta = convert_file(src, dst)
+    print(f"wrote {dst} (FP16 for GPU runtimes / TensorRT --strongly-typed; {len(meta.fp32_islands)} nodes kept FP32: "
+          f"{', '.join(meta.fp32_islands[:6])}{' ...' if len(meta.fp32_islands) > 6 else ''})")
+    frames = load_frames(args.input, args.frames, args.step)
+    with tempfile.TemporaryDirectory() as tmp:  # ORT CPU upcasts FP16 ops: measure with FP16 rounding emulated
+        emulated, _ = convert_file(src, Path(tmp) / "emulated.onnx", emulate=True)
+        rel, diff = fp16_report(src, emulated, frames, args.threshold)
+    print("FP16 (emulated rounding, same islands) vs FP32, max rel map error: "
+          + ", ".join(f"{k} {v:.2e}" for k, v in rel.items()))
+    print(f"decoded people vs FP32 on {args.input}: {diff.summary()}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.checkpoint import save_checkpoint
+    from engine.runtime.auto import cache_root, onnx_for_checkpoint, open_backend
+
+    from .bench import machine_info, profile_ops, run_bench
+    from .compare import load_frames
+    from .synthetic import force_detections
+
+    model, _ = _load_model(args)
+    if args.model:  # a random network finds nobody: shift its centre bias to ~N people on the first frame
+        n = force_detections(model, load_frames(args.input, 1)[0], args.people)
+        log.info("random %s calibrated to %d people on frame 0", args.model, n)
+    ckpt = Path(args.checkpoint) if args.checkpoint else None
+    if ckpt is None or (args.input_size and args.input_size != model.cfg.input_size):
+        tag = args.model or Path(args.checkpoint).stem
+        ckpt = save_checkpoint(model, cache_root(args.cache_dir) / "bench" /
+                               f"{tag}-{model.cfg.input_size}-seed{args.seed}-p{args.people}.pt")
+    backend = open_backend(ckpt, args.backend, args.cache_dir, threads=args.threads)
+    if backend.spec.name != "torch":
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    print("\n".join(machine_info(args.threads)))
+    backend.warmup(2)
+    res = run_bench(backend, args.input, args.frames, record=not args.no_record)
+    print(f"model {model.cfg.name}@{model.cfg.input_size} ({'random weights' if args.model else ckpt})")
+    print("\n".join(res.lines()))
+    if args.profile_ops and backend.spec.name == "onnxruntime":
+        print("\n".join(profile_ops(onnx_for_checkpoint(ckpt, args.cache_dir)[0], threads=args.threads)))
+    return 0
+
+
+COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "fp16": cmd_fp16, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("torch", "torch.onnx", "onnxscript", "onnx_ir"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return COMMANDS[args.cmd](args)
+    except AppError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

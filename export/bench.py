@@ -1,0 +1,224 @@
+"""Per-stage benchmark of the whole per-frame path on a video: where the milliseconds go.
+
+Stages, timed separately per frame: decode frame (OpenCV), preprocess (letterbox), inference (backend), decode people
+(host peak picking), body model (mesh for every person), render overlay (mesh painter), encode video (mp4v). The
+pipeline here runs them sequentially on one thread, so end-to-end FPS is 1000 / mean per-frame total; the app
+overlaps stages on threads and can do better. Body model and renderer are imported lazily and reported as
+"n/a (not available)" when their modules are missing. ``profile_ops`` runs ONNX Runtime's profiler to show which
+nodes dominate inference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.decode import DecodeCfg, decode_people
+from engine.preprocess import letterbox
+from engine.runtime.base import Backend
+
+__all__ = ["STAGES", "BenchResult", "machine_info", "profile_ops", "run_bench"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode frame", "preprocess", "inference", "decode people", "body model", "render overlay", "encode video")
+
+
+@dataclass
+class BenchResult:
+    backend: str
+    note: str
+    input_size: int
+    frames: int
+    people_mean: float
+    times_ms: dict[str, list[float]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def stat(self, stage: str) -> tuple[float, float]:
+        v = self.times_ms.get(stage) or [float("nan")]
+        return float(np.median(v)), float(np.percentile(v, 95))
+
+    @property
+    def total_ms(self) -> np.ndarray:
+        return np.sum([np.asarray(v) for v in self.times_ms.values() if v], axis=0)
+
+    def lines(self) -> list[str]:
+        out = [f"backend {self.backend} ({self.note}), input {self.input_size}, {self.frames} timed frames, "
+               f"{self.people_mean:.1f} people/frame"]
+        out.append(f"  {'stage':16s} {'median ms':>10s} {'p95 ms':>10s}")
+        for s in STAGES:
+            if s in self.unavailable:
+                out.append(f"  {s:16s} {self.unavailable[s]}")
+            else:
+                med, p95 = self.stat(s)
+                out.append(f"  {s:16s} {med:10.2f} {p95:10.2f}")
+        others = [np.asarray(v) for s, v in self.times_ms.items() if s != "inference" and v]
+        if others:
+            o = np.sum(others, axis=0)
+            out.append(f"  {'non-inference':16s} {np.median(o):10.2f} {np.percentile(o, 95):10.2f}")
+        tot = self.total_ms
+        out.append(f"  {'total':16s} {np.median(tot):10.2f} {np.percentile(tot, 95):10.2f}   "
+                   f"end-to-end {1000.0 / np.mean(tot):.1f} FPS (sequential)")
+        return out
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for mod in ("numpy", "torch", "onnxruntime", "onnx", "cv2"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            out[mod] = "not installed"
+    return out
+
+
+def machine_info(threads: int) -> list[str]:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    import torch
+
+    vers = ", ".join(f"{k} {v}" for k, v in _versions().items())
+    return [f"machine: {cpu}, {os.cpu_count()} logical CPUs, inference threads {threads}, torch threads "
+            f"{torch.get_num_threads()}, load average {load:.2f} at start", f"versions: {vers}"]
+
+
+def _body_and_renderer() -> tuple[object | None, object | None, dict[str, str]]:
+    missing: dict[str, str] = {}
+    body = renderer = None
+    try:
+        from engine.body import create_body_model
+
+        body = create_body_model("anny")
+    except Exception as e:  # module still being written, or its data missing: report, don't fail the benchmark
+        missing["body model"] = f"n/a (not available: {type(e).__name__}: {str(e)[:80]})"
+    try:
+        from app.render import MeshAnnotator, Scene, render_overlay
+
+        renderer = (MeshAnnotator(), Scene, render_overlay)
+    except Exception as e:
+        missing["render overlay"] = f"n/a (not available: {type(e).__name__}: {str(e)[:80]})"
+    if body is None:
+        missing.setdefault("render overlay", "n/a (needs the body model)")
+    return body, renderer, missing
+
+
+def run_bench(backend: Backend, video: str, frames: int, warmup: int = 3, threshold: float = 0.2,
+              record: bool = True) -> BenchResult:
+    """Time every stage on up to ``frames`` frames of ``video`` (after ``warmup`` untimed frames)."""
+    import cv2
+
+    from engine.errors import CaptureError
+
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise CaptureError(f"cannot open video {video} (vtest.avi comes with apt-get install opencv-doc)")
+    body, renderer, missing = _body_and_renderer()
+    if body is not None:
+        from engine.postprocess import people_to_meshes
+    times: dict[str, list[float]] = {s: [] for s in STAGES if s not in missing}
+    res = BenchResult(backend.spec.name, backend.spec.note, backend.input_size, 0, 0.0, times, missing)
+    cfg = DecodeCfg(threshold=threshold)
+    tmp = tempfile.TemporaryDirectory()
+    writer = None
+    people_total = 0
+    try:
+        for i in range(frames + warmup):
+            t = [time.perf_counter()]
+            ok, frame = cap.read()
+            if not ok:
+                break
+            t.append(time.perf_counter())
+            image, box = letterbox(frame, backend.input_size)
+            t.append(time.perf_counter())
+            maps = backend.infer(image[None])
+            t.append(time.perf_counter())
+            people = decode_people(maps["center_map"][0], maps["params_maps"][0], box.input_size, cfg)
+            t.append(time.perf_counter())
+            meshes = None
+            if body is not None:
+                meshes = people_to_meshes(people, body, box) if len(people) else None
+                t.append(time.perf_counter())
+            out = frame
+            if renderer is not None and body is not None:
+                annot, scene_cls, render = renderer
+                out = render(frame, scene_cls(people, meshes, box), [annot])
+                t.append(time.perf_counter())
+            if record:
+                if writer is None:
+                    h, w = out.shape[:2]
+                    writer = cv2.VideoWriter(str(Path(tmp.name) / "bench.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                             25.0, (w, h))
+                writer.write(out)
+                t.append(time.perf_counter())
+            if i >= warmup:
+                for stage, a, b in zip(times, t, t[1:]):
+                    times[stage].append((b - a) * 1e3)
+                people_total += len(people)
+                res.frames += 1
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+        tmp.cleanup()
+    if not record:
+        times.pop("encode video", None)
+        missing["encode video"] = "skipped (--no-record)"
+    res.people_mean = people_total / max(res.frames, 1)
+    return res
+
+
+def profile_ops(onnx_path: str | Path, runs: int = 20, threads: int = 2, top: int = 12) -> list[str]:
+    """ONNX Runtime profile of ``runs`` inferences: time per op type and the most expensive nodes."""
+    import onnxruntime as ort
+
+    from engine.runtime.meta import ArtifactMeta
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.enable_profiling = True
+    tmp = tempfile.TemporaryDirectory()
+    opts.profile_file_prefix = str(Path(tmp.name) / "ort")
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    meta = ArtifactMeta.from_json(sess.get_modelmeta().custom_metadata_map["instancehmr"], str(onnx_path))
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, meta.input_size, meta.input_size)).astype(np.float32)
+    for _ in range(runs):
+        sess.run(None, {"images": x})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    tmp.cleanup()
+    by_type: dict[str, float] = {}
+    by_node: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            by_type[op] = by_type.get(op, 0.0) + e["dur"] / 1e3 / runs
+            node = e["name"].removesuffix("_kernel_time")
+            by_node[node] = by_node.get(node, 0.0) + e["dur"] / 1e3 / runs
+    total = sum(by_type.values())
+    by_part: dict[str, float] = {}
+    for node, ms in by_node.items():  # legacy-exporter names: /model/<module>/...
+        parts = node.split("/")
+        part = "backbone" if len(parts) > 2 and parts[2] == "backbone" else "heads + ID/param branches"
+        by_part[part] = by_part.get(part, 0.0) + ms
+    lines = [f"ORT profile of {Path(onnx_path).name}: {total:.2f} ms of kernels per run ({runs} runs); "
+             + ", ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in sorted(by_part.items()))]
+    for op, ms in sorted(by_type.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {op:24s} {ms:8.2f} ms  {100 * ms / total:5.1f}%")
+    lines.append(f"  top {top} nodes:")
+    for node, ms in sorted(by_node.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"    {ms:7.2f} ms  {node}")
+    return lines
