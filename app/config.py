@@ -1,0 +1,142 @@
+"""The app's configuration: one frozen tree, built and validated once at the CLI boundary.
+
+Contradictory options fail here with one line (they are never silently rewritten), and every output path is
+checked writable before a model is loaded or a thread is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+from .export_mesh import FORMATS as MESH_FORMATS
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = ROOT / "assets" / "models" / "demo_mobilenetv3.pt"
+DEMO_DIR = ROOT / "assets" / "demo"
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+
+
+@dataclass(frozen=True)
+class AppCfg:
+    camera: int | None
+    input: str | None
+    checkpoint: Path
+    body_model: str
+    smpl_dir: Path | None
+    backend: str
+    threshold: float
+    max_people: int
+    record: Path | None
+    save_npz: Path | None
+    save_verts: bool
+    export_mesh: Path | None
+    mesh_format: str
+    headless: bool
+    smooth: bool
+    smooth_strength: float
+    opacity: float
+    show_mesh: bool
+    show_skeleton: bool
+    show_centers: bool
+    show_3d: bool
+    max_frames: int
+    live_faces: int
+    threads: int
+    debug: bool
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_app.py",
+        description="Real-time multi-person 3D human meshes (InstanceHMR). With no arguments, opens camera 0.",
+        epilog="Examples: run_app.py --camera 0 | run_app.py --input clip.mp4 --record out.mp4 | "
+               "run_app.py --input photos/ --save-npz results/ --headless")
+    src = p.add_argument_group("input")
+    src.add_argument("--camera", type=int, metavar="N", help="webcam index (default when no --input: 0)")
+    src.add_argument("--input", metavar="PATH|URL", help="image, folder of images, video file or RTSP/HTTP stream")
+    m = p.add_argument_group("model")
+    m.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help="network weights (default: the bundled demo model)")
+    m.add_argument("--body-model", choices=("anny", "smpl"), default="anny",
+                   help="mesh model: anny (free, bundled) or smpl (needs --smpl-dir)")
+    m.add_argument("--smpl-dir", type=Path, help="folder or file with SMPL_NEUTRAL.pkl/.npz (for --body-model smpl)")
+    m.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (auto picks the fastest)")
+    m.add_argument("--threads", type=int, default=1,
+                   help="inference threads (1 leaves a core for capture/render/encode; default 1)")
+    m.add_argument("--threshold", type=float, default=0.2, help="centre-map score threshold (default 0.2)")
+    m.add_argument("--max-people", type=int, default=64, help="most people per frame (default 64, as official)")
+    m.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
+                   help="One-Euro smoothing of pose, shape and camera per person (default on)")
+    m.add_argument("--smooth-strength", type=float, default=1.0, help="1 = default, >1 smoother, <1 snappier")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--record", type=Path, metavar="OUT.mp4", help="write the annotated video (mp4v .mp4 or XVID .avi)")
+    o.add_argument("--save-npz", type=Path, metavar="DIR", help="write <stem>.npz results into this folder")
+    o.add_argument("--save-verts", action="store_true", help="also store mesh vertices in the .npz")
+    o.add_argument("--export-mesh", type=Path, metavar="DIR", help="write a mesh file per frame and person")
+    o.add_argument("--mesh-format", choices=MESH_FORMATS, default="obj", help="--export-mesh format (default obj)")
+    o.add_argument("--headless", action="store_true", help="no window: process the input to the outputs and exit")
+    o.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = all)")
+    v = p.add_argument_group("view")
+    v.add_argument("--opacity", type=float, default=0.8, help="mesh opacity over the video, 0..1")
+    v.add_argument("--no-mesh", dest="show_mesh", action="store_false", help="do not draw meshes")
+    v.add_argument("--skeleton", action="store_true", help="draw 2D skeletons")
+    v.add_argument("--centers", action="store_true", help="draw body centres with track IDs")
+    v.add_argument("--no-3d", dest="show_3d", action="store_false", help="start with the 3D view hidden")
+    v.add_argument("--live-faces", type=int, default=1600,
+                   help="face budget of the live overlay mesh (lower = faster; exports keep full resolution)")
+    v.add_argument("--quit-at-end", action="store_true", help="close the window when the input ends")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return p
+
+
+def display_available() -> bool:
+    if sys.platform != "linux":
+        return True
+    qpa = os.environ.get("QT_QPA_PLATFORM", "")
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or qpa.startswith(("offscreen",
+                                                                                                 "vnc", "eglfs")))
+
+
+def build_cfg(args: argparse.Namespace) -> AppCfg:
+    if args.camera is not None and args.input is not None:
+        raise ConfigError("pass either --camera or --input, not both")
+    if args.camera is not None and args.camera < 0:
+        raise ConfigError(f"--camera must be >= 0, got {args.camera}")
+    checks = [(0.0 <= args.threshold <= 1.0, f"--threshold must be in [0, 1], got {args.threshold}"),
+              (0.0 <= args.opacity <= 1.0, f"--opacity must be in [0, 1], got {args.opacity}"),
+              (args.smooth_strength > 0, f"--smooth-strength must be > 0, got {args.smooth_strength}"),
+              (1 <= args.max_people <= 64, f"--max-people must be in 1..64, got {args.max_people}"),
+              (args.max_frames >= 0, f"--max-frames must be >= 0, got {args.max_frames}"),
+              (args.live_faces >= 100, f"--live-faces must be >= 100, got {args.live_faces}"),
+              (args.threads >= 1, f"--threads must be >= 1, got {args.threads}")]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    if args.save_verts and args.save_npz is None:
+        raise ConfigError("--save-verts needs --save-npz DIR")
+    if args.body_model == "smpl" and args.smpl_dir is None:
+        raise ConfigError("--body-model smpl needs --smpl-dir (folder with SMPL_NEUTRAL.pkl or .npz; SMPL files are "
+                          "a licensed download from smpl.is.tue.mpg.de)")
+    if args.body_model == "anny" and args.smpl_dir is not None:
+        raise ConfigError("--smpl-dir is only used with --body-model smpl")
+    if args.headless and args.camera is None and args.input is None:
+        raise ConfigError("--headless needs --input PATH (or --camera N with --record/--save-npz and --max-frames)")
+    if args.headless and not (args.record or args.save_npz or args.export_mesh):
+        pass  # allowed: a dry run that prints timings
+    if not args.headless and not display_available():
+        raise ConfigError("no display available (DISPLAY is not set); add --headless to process to files, or run "
+                          "under xvfb-run")
+    return AppCfg(camera=args.camera, input=args.input, checkpoint=args.checkpoint, body_model=args.body_model,
+                  smpl_dir=args.smpl_dir, backend=args.backend, threshold=args.threshold,
+                  max_people=args.max_people, record=args.record, save_npz=args.save_npz,
+                  save_verts=args.save_verts, export_mesh=args.export_mesh, mesh_format=args.mesh_format,
+                  headless=args.headless, smooth=args.smooth, smooth_strength=args.smooth_strength,
+                  opacity=args.opacity, show_mesh=args.show_mesh, show_skeleton=args.skeleton,
+                  show_centers=args.centers, show_3d=args.show_3d, max_frames=args.max_frames,
+                  live_faces=args.live_faces, threads=args.threads, debug=args.debug)

@@ -1,0 +1,338 @@
+"""capture -> model -> render, each stage on its own named thread, joined by bounded queues.
+
+* capture (:class:`~app.capture.CaptureThread`): newest-frame slot for live sources, blocking queue for files.
+* model: letterbox, backend inference, decode, tracking and One-Euro smoothing.
+* render: body model (meshes), overlay annotators, then the sinks (recorder, npz, mesh export) and the consumer
+  callback (the Qt bridge or the headless progress bar).
+
+In live mode the model->render queue drops the OLDEST item when full (counted), so a slow renderer never makes the
+picture lag; in file mode every queue blocks, so nothing is lost. Every blocking call has a timeout and ``stop()``
+joins every thread. The body model runs on the render thread so that the model thread, the usual bottleneck, only
+does what must happen before the next inference. A worker exception stops the pipeline and is kept in ``error``
+for the caller to report after the outputs have been finalised.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from engine.body import BodyModel
+from engine.decode import DecodeCfg, decode_people
+from engine.postprocess import people_to_meshes
+from engine.preprocess import letterbox
+from engine.runtime.base import Backend
+from engine.types import Letterbox, Meshes, People
+
+from .capture import CaptureThread, Frame, FrameSource, ReconnectingSource
+from .recording import VideoRecorder
+from .render import CenterAnnotator, MeshAnnotator, Scene, SkeletonAnnotator, render_overlay
+from .render.projection import person_boxes
+from .smoothing import PeopleSmoother
+from .stats import Stats, StatsSnapshot
+from .tracking import Tracker
+from .types import FrameOutput, LiveSettings, PipelineCfg, RecordRequest
+
+log = logging.getLogger(__name__)
+_END = object()
+
+__all__ = ["FrameOutput", "LiveSettings", "Pipeline", "PipelineCfg", "RecordRequest", "Sink"]
+
+
+class Sink(Protocol):
+    """Something that consumes every processed frame on the render thread (npz, mesh export)."""
+
+    def add(self, frame_index: int, name: str, people: People, meshes: Meshes | None) -> object: ...
+
+
+class Pipeline:
+    """The running app minus the window: start(), pause/step, recording on/off, snapshot() for the HUD, stop().
+
+    ``on_output`` is called on the render thread with every :class:`FrameOutput` (keep it short: the Qt bridge
+    only converts to a QImage and emits); ``on_end`` when the input ends or a stage fails.
+    """
+
+    def __init__(self, source: FrameSource, backend: Backend, body: BodyModel | None, settings: LiveSettings,
+                 cfg: PipelineCfg, sinks: list[Sink] | None = None, record: RecordRequest | None = None,
+                 on_output: Callable[[FrameOutput], None] | None = None,
+                 on_end: Callable[[], None] | None = None) -> None:
+        self.source = source
+        self.backend = backend
+        self.body = body
+        self.settings = settings
+        self.cfg = cfg
+        self.sinks = sinks or []
+        self.on_output = on_output
+        self.on_end = on_end
+        self.stats = Stats()
+        self.tracker = Tracker()
+        self.smoother = PeopleSmoother(settings.smooth_strength)
+        self.mesh_annotator = MeshAnnotator(settings.opacity, faces=cfg.live_faces, coarse_faces=cfg.coarse_faces)
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+        self.recorder: VideoRecorder | None = None
+        self.record_note = ""
+        self._record_req = record
+        self._record_changed = threading.Event()
+        if record is not None:
+            self._record_changed.set()
+        self._rerender = threading.Event()
+        self._gate = threading.Lock()
+        self._paused = False
+        self._tokens = {"model": 0, "render": 0}
+        self._last: FrameOutput | None = None
+        self._stop = threading.Event()
+        self._q: queue.Queue = queue.Queue(maxsize=2 if cfg.live else cfg.queue_size)
+        self.capture = CaptureThread(source, mode="latest" if cfg.live else "queue", pace=cfg.pace,
+                                     max_frames=cfg.max_frames)
+        self._threads = [threading.Thread(target=self._guard(self._model_loop), name="model", daemon=True),
+                         threading.Thread(target=self._guard(self._render_loop), name="render", daemon=True)]
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> Pipeline:
+        self.capture.start()
+        for t in self._threads:
+            t.start()
+        return self
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause at every stage: capture stops reading, and frames already queued wait, so the picture freezes
+        at once instead of after the queues drain."""
+        with self._gate:
+            self._paused = paused
+            self._tokens = {"model": 0, "render": 0}
+        self.capture.set_paused(paused)
+
+    def step(self) -> None:
+        """While paused: show exactly one more frame (the next queued one, else a newly captured one)."""
+        with self._gate:
+            self._tokens["render"] += 1
+            if self._q.qsize() < self._tokens["render"]:
+                self._tokens["model"] += 1
+                self.capture.step()
+
+    def _may_run(self, stage: str) -> bool:
+        with self._gate:
+            if not self._paused:
+                return True
+            if self._tokens[stage] > 0:
+                self._tokens[stage] -= 1
+                return True
+            return False
+
+    def rerender(self) -> None:
+        """Redraw the last frame with the current settings (toggles while paused)."""
+        self._rerender.set()
+
+    def set_recording(self, request: RecordRequest | None) -> None:
+        """Start (request) or stop (None) recording; applied by the render thread on its next frame."""
+        self._record_req = request
+        self._record_changed.set()
+
+    def snapshot(self) -> StatsSnapshot:
+        status = self.source.status if isinstance(self.source, ReconnectingSource) else "ok"
+        rec = self.recorder
+        if rec is not None and rec.active:
+            note = f"REC {rec.path.name} {rec.frames_written} frames"
+        else:
+            note = self.record_note
+        return self.stats.snapshot(dropped_capture=self.capture.dropped,
+                                   dropped_record=rec.frames_dropped if rec else 0, source_status=status,
+                                   recording=note)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.finished.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every thread (bounded), then finalise the recording and the sinks."""
+        self._stop.set()
+        self.capture.stop(timeout)
+        for t in self._threads:
+            t.join(timeout)
+            if t.is_alive():
+                log.warning("thread %s did not exit within %.1f s", t.name, timeout)
+        self._close_recorder()
+        self.finished.set()
+
+    # ------------------------------------------------------------------ workers
+    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:
+                log.debug("%s failed", threading.current_thread().name, exc_info=True)
+                if self.error is None:
+                    self.error = e
+                self._stop.set()
+                self.finished.set()
+                if self.on_end is not None:
+                    self.on_end()
+        return run
+
+    def _put(self, item: object) -> None:
+        if self.cfg.live:
+            while True:
+                try:
+                    self._q.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self._q.get_nowait()
+                        self.stats.dropped_render += 1
+                    except queue.Empty:
+                        pass
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _model_loop(self) -> None:
+        st = self.settings
+        while not self._stop.is_set():
+            if not self._may_run("model"):
+                self._stop.wait(0.01)
+                continue
+            try:
+                frame = self.capture.read(timeout=0.5)
+            except TimeoutError:
+                with self._gate:  # nothing came: give the step token back
+                    if self._paused:
+                        self._tokens["model"] += 1
+                continue
+            if frame is None:
+                if self.capture.error is not None:
+                    raise self.capture.error
+                break
+            t0 = time.perf_counter()
+            image, box = letterbox(frame.image, self.backend.input_size)
+            t1 = time.perf_counter()
+            maps = self.backend.infer(image[None])
+            t2 = time.perf_counter()
+            people = decode_people(maps["center_map"][0], maps["params_maps"][0], box.input_size,
+                                   DecodeCfg(st.threshold, st.max_people))
+            t3 = time.perf_counter()
+            if not self.cfg.temporal:
+                self.tracker.reset()
+            centers, sizes = person_boxes(people.cam, box)
+            upd = self.tracker.update(centers, sizes, people.cam[:, 0], people.body_pose)
+            people.track_ids = upd.ids
+            self.smoother.drop(upd.ended)
+            if st.smooth and self.cfg.temporal:
+                if self.smoother.strength != st.smooth_strength:
+                    self.smoother.set_strength(st.smooth_strength)
+                people = self.smoother.apply(people, frame.t_media)
+            t4 = time.perf_counter()
+            timings = {"capture": frame.capture_ms, "preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+                       "decode": (t3 - t2) * 1e3, "track": (t4 - t3) * 1e3}
+            self._put((frame, people, box, timings))
+        self._put(_END)
+
+    def _render_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._apply_record_request(None)
+                if not self._may_run("render"):
+                    item = None
+                    self._stop.wait(0.01)
+                else:
+                    try:
+                        item = self._q.get(timeout=0.05)
+                    except queue.Empty:
+                        item = None
+                        with self._gate:  # nothing came: give the step token back
+                            if self._paused:
+                                self._tokens["render"] += 1
+                if item is None:
+                    if self._rerender.is_set() and self._last is not None:
+                        self._rerender.clear()
+                        self._redraw(self._last)
+                    continue
+                if item is _END:
+                    break
+                self._process(*item)
+        finally:
+            self.finished.set()
+            if self.on_end is not None and self.error is None:
+                self.on_end()
+
+    def _annotators(self) -> list:
+        st = self.settings
+        out: list = []
+        if st.show_mesh:
+            self.mesh_annotator.opacity = st.opacity
+            out.append(self.mesh_annotator)
+        if st.show_skeleton:
+            out.append(SkeletonAnnotator())
+        if st.show_centers:
+            out.append(CenterAnnotator())
+        return out
+
+    def _process(self, frame: Frame, people: People, box: Letterbox, timings: dict[str, float]) -> None:
+        t0 = time.perf_counter()
+        meshes = people_to_meshes(people, self.body, box) if self.body is not None else None
+        t1 = time.perf_counter()
+        overlay = None
+        self._apply_record_request((frame.image.shape[1], frame.image.shape[0]))
+        rec = self.recorder
+        if self.cfg.render or rec is not None:
+            overlay = render_overlay(frame.image, Scene(people, meshes, box), self._annotators())
+        t2 = time.perf_counter()
+        if rec is not None and overlay is not None:
+            rec.write(overlay, frame.t_capture)
+            if rec.stopped_reason:
+                self.record_note = rec.stopped_reason
+                self._close_recorder()
+        for s in self.sinks:
+            s.add(frame.index, frame.name, people, meshes)
+        timings.update(body_model=(t1 - t0) * 1e3, render=(t2 - t1) * 1e3)
+        if rec is not None:
+            timings["encode"] = rec.encode_ms
+        latency = (time.perf_counter() - frame.t_capture) * 1e3
+        out = FrameOutput(frame, people, meshes, box, overlay, timings, latency)
+        self._last = out
+        self.stats.add(timings)
+        self.stats.frame_out(latency, len(people))
+        if self.on_output is not None:
+            self.on_output(out)
+
+    def _redraw(self, last: FrameOutput) -> None:
+        overlay = render_overlay(last.frame.image, Scene(last.people, last.meshes, last.box), self._annotators())
+        out = FrameOutput(last.frame, last.people, last.meshes, last.box, overlay, last.timings_ms, last.latency_ms)
+        if self.on_output is not None:
+            self.on_output(out)
+
+    # ------------------------------------------------------------------ recording
+    def _apply_record_request(self, size: tuple[int, int] | None) -> None:
+        """Open/close the recorder as requested; opening needs the frame ``size`` (w, h)."""
+        if not self._record_changed.is_set():
+            return
+        req = self._record_req
+        if req is None:
+            self._record_changed.clear()
+            self._close_recorder()
+            return
+        if size is None:
+            return  # opened with the next frame, whose size is known
+        self._record_changed.clear()
+        self._close_recorder()
+        try:
+            self.recorder = VideoRecorder(req.path, req.fps, size, block=req.block, timed=req.timed)
+            self.record_note = ""
+        except Exception as e:
+            self.record_note = f"recording failed: {e}"
+            if not self.cfg.live:
+                raise  # headless/file runs: a requested output that cannot be written is an error
+            log.error(self.record_note)
+
+    def _close_recorder(self) -> None:
+        rec, self.recorder = self.recorder, None
+        if rec is not None:
+            rec.close()
+            if not self.record_note:
+                self.record_note = f"saved {rec.path} ({rec.frames_written} frames)"

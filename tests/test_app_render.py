@@ -1,0 +1,170 @@
+"""The CPU overlay renderer, the live-mesh simplification and the result writers (npz, OBJ/PLY)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from app.export_mesh import MeshExporter
+from app.outputs import NPZ_KEYS, NpzSink
+from app.render import CenterAnnotator, MeshAnnotator, Scene, SkeletonAnnotator, render_overlay
+from app.render.colors import track_color
+from app.render.lod import simplify_faces
+from app.render.projection import project_points
+from engine.body import create_body_model
+from engine.postprocess import people_to_meshes
+from engine.types import Letterbox, People
+
+
+@pytest.fixture(scope="module")
+def body():
+    torch.set_num_threads(1)
+    return create_body_model("anny")
+
+
+def make_people(cams: list[tuple[float, float, float]], ids: list[int] | None = None) -> People:
+    n = len(cams)
+    go = np.zeros((n, 3), np.float32)
+    go[:, 0] = np.pi  # upright, facing the camera (y down)
+    cam = np.array(cams, np.float32).reshape(n, 3)
+    return People(center_preds=np.zeros((n, 2), np.float32), center_confs=np.full(n, 0.5, np.float32), cam=cam,
+                  global_orient=go, body_pose=np.zeros((n, 69), np.float32), betas=np.zeros((n, 10), np.float32),
+                  cam_trans=np.zeros((n, 3), np.float32),
+                  track_ids=np.array(ids if ids is not None else list(range(n)), np.int64))
+
+
+def scene_for(body, people: People, h: int = 240, w: int = 320) -> Scene:
+    box = Letterbox.for_frame(h, w, 256)
+    return Scene(people, people_to_meshes(people, body, box), box)
+
+
+def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.any(a != b, axis=2)
+
+
+def test_mesh_drawn_where_projected(body):
+    sc = scene_for(body, make_people([(0.4, 0.3, 0.0)]))
+    frame = np.full((240, 320, 3), 50, np.uint8)
+    out = render_overlay(frame, sc, [MeshAnnotator(opacity=1.0)])
+    assert out is not frame and np.all(frame == 50)  # input untouched
+    mask = changed(out, frame)
+    px, _ = project_points(sc.meshes.vertices, sc.people.cam, sc.box)
+    cx, cy = px[0].mean(0)
+    ys, xs = np.nonzero(mask)
+    assert 0.01 * mask.size < mask.sum() < 0.5 * mask.size
+    assert abs(xs.mean() - cx) < 15 and abs(ys.mean() - cy) < 25
+    assert xs.min() >= px[0, :, 0].min() - 2 and xs.max() <= px[0, :, 0].max() + 2
+    # shaded in the track's colour: the brightest pixels are a scaled version of it
+    col = np.array(track_color(0), float)
+    bright = out[mask].astype(float)
+    best = bright[bright.sum(1).argmax()]
+    assert np.corrcoef(best, col)[0, 1] > 0.95
+
+
+def test_culling_keeps_the_silhouette(body):
+    sc = scene_for(body, make_people([(0.45, 0.0, 0.0)]))
+    frame = np.zeros((240, 320, 3), np.uint8)
+    a = changed(render_overlay(frame, sc, [MeshAnnotator(1.0, cull=True)]), frame)
+    b = changed(render_overlay(frame, sc, [MeshAnnotator(1.0, cull=False)]), frame)
+    assert (a ^ b).sum() < 0.03 * b.sum()
+
+
+def test_nearer_person_occludes_farther(body):
+    # same place on screen; id 1 is nearer (larger scale) and must cover the middle
+    sc = scene_for(body, make_people([(0.35, 0.0, 0.0), (0.5, 0.0, 0.0)], ids=[0, 1]))
+    frame = np.zeros((240, 320, 3), np.uint8)
+    out = render_overlay(frame, sc, [MeshAnnotator(1.0, ambient=1.0)])
+    px = out[120, 160].astype(int)  # torso centre, BGR, no shading
+    near, far = np.array(track_color(1)), np.array(track_color(0))
+    assert np.abs(px - near).sum() < np.abs(px - far).sum()
+
+
+def test_opacity_blends_and_zero_is_a_no_op(body):
+    sc = scene_for(body, make_people([(0.4, 0.0, 0.0)]))
+    frame = np.full((240, 320, 3), 200, np.uint8)
+    full = render_overlay(frame, sc, [MeshAnnotator(1.0)])
+    half = render_overlay(frame, sc, [MeshAnnotator(0.5)])
+    none = render_overlay(frame, sc, [MeshAnnotator(0.0)])
+    assert np.array_equal(none, frame)
+    m = changed(full, frame)
+    expected = (full[m].astype(float) + frame[m]) / 2
+    assert np.abs(half[m].astype(float) - expected).mean() < 2.0
+
+
+def test_people_off_screen_and_empty_scene(body):
+    frame = np.zeros((240, 320, 3), np.uint8)
+    far_away = scene_for(body, make_people([(0.3, 5.0, 5.0)]))
+    ann = MeshAnnotator(1.0)
+    assert np.array_equal(render_overlay(frame, far_away, [ann, SkeletonAnnotator(), CenterAnnotator()]), frame)
+    assert ann.last_faces_drawn == 0
+    empty = scene_for(body, People.empty())
+    assert np.array_equal(render_overlay(frame, empty, [MeshAnnotator(), SkeletonAnnotator(), CenterAnnotator()]),
+                          frame)
+
+
+def test_skeleton_and_centers_draw(body):
+    sc = scene_for(body, make_people([(0.4, 0.0, 0.0)]))
+    frame = np.zeros((240, 320, 3), np.uint8)
+    assert changed(render_overlay(frame, sc, [SkeletonAnnotator()]), frame).sum() > 200
+    assert changed(render_overlay(frame, sc, [CenterAnnotator()]), frame).sum() > 50
+
+
+def test_simplified_faces_index_the_full_mesh(body):
+    with torch.inference_mode():
+        rest = body(torch.zeros(1, 3), torch.zeros(1, 69)).vertices[0].numpy()
+    f = simplify_faces(rest, body.faces, 1000)
+    assert 600 <= len(f) <= 1000 and f.max() < body.num_vertices and f.dtype == np.int32
+    assert np.all((f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]))
+    assert simplify_faces(rest, body.faces, 10**6) is not None  # small enough: returned as is
+    sc = scene_for(body, make_people([(0.45, 0.0, 0.0)]))
+    frame = np.zeros((240, 320, 3), np.uint8)
+    full = changed(render_overlay(frame, sc, [MeshAnnotator(1.0)]), frame)
+    low = changed(render_overlay(frame, sc, [MeshAnnotator(1.0, faces=f)]), frame)
+    assert (full ^ low).sum() < 0.1 * full.sum()
+
+
+def test_npz_sink_video_layout(tmp_path, body):
+    sink = NpzSink(tmp_path, per_frame=False, stem="clip", save_verts=True)
+    box = Letterbox.for_frame(240, 320, 256)
+    for f, n in enumerate([2, 0, 1]):
+        p = make_people([(0.3, 0.1 * i, 0.0) for i in range(n)])
+        sink.add(f, "clip", p, people_to_meshes(p, body, box))
+    (path,) = sink.close()
+    d = np.load(path)
+    assert path.name == "clip.npz"
+    assert d["frame_ids"].tolist() == [0, 0, 2] and int(d["num_frames"]) == 3
+    for k in NPZ_KEYS:
+        assert d[k].shape[0] == 3, k
+    assert d["verts"].shape == (3, body.num_vertices, 3) and d["smpl_thetas"].shape == (3, 72)
+
+
+def test_mesh_export_obj_and_ply(tmp_path, body):
+    p = make_people([(0.3, 0.0, 0.0), (0.3, 0.5, 0.0)], ids=[4, 7])
+    p.cam_trans[:] = [[0, 0, 5], [1, 0, 5]]
+    meshes = people_to_meshes(p, body, Letterbox.for_frame(240, 320, 256))
+    objs = MeshExporter(tmp_path, "obj").add(12, "clip", p, meshes)
+    assert [o.name for o in objs] == ["clip_f000012_id4.obj", "clip_f000012_id7.obj"]
+    lines = objs[1].read_text().splitlines()
+    v = np.array([[float(x) for x in s.split()[1:]] for s in lines if s.startswith("v ")])
+    assert len(v) == body.num_vertices and abs(v[:, 0].mean() - (meshes.vertices[1, :, 0].mean() + 1)) < 1e-3
+    assert sum(s.startswith("f ") for s in lines) == len(body.faces)
+    (ply,) = MeshExporter(tmp_path, "ply").add(0, "x", p.select([0]), people_to_meshes(p.select([0]), body,
+                                                                                        Letterbox.for_frame(9, 9, 256)))
+    raw = ply.read_bytes()
+    header, _, data = raw.partition(b"end_header\n")
+    assert b"element vertex %d" % body.num_vertices in header
+    assert len(data) == body.num_vertices * 12 + len(body.faces) * 13
+
+
+def test_small_people_use_the_coarse_level(body):
+    with torch.inference_mode():
+        rest = body(torch.zeros(1, 3), torch.zeros(1, 69)).vertices[0].numpy()
+    fine, coarse = simplify_faces(rest, body.faces, 1600), simplify_faces(rest, body.faces, 600)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    ann = MeshAnnotator(1.0, faces=fine, coarse_faces=coarse, coarse_below_px=150)
+    drawn = {}
+    for s in (0.12, 0.5):  # ~70 px and ~300 px tall
+        render_overlay(frame, scene_for(body, make_people([(s, 0.0, 0.0)]), 480, 640), [ann])
+        drawn[s] = ann.last_faces_drawn
+    assert drawn[0.12] <= len(coarse) < drawn[0.5] <= len(fine)

@@ -1,0 +1,123 @@
+"""Tracking keeps IDs through crossings and short occlusions; One-Euro smoothing removes jitter without lag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from app.smoothing import OneEuroCfg, OneEuroFilter, PeopleSmoother
+from app.tracking import Tracker
+from engine.types import People
+
+
+def crossing_sequence(frames: int = 40, noise: float = 2.0, seed: int = 0):
+    """Two people walking towards each other on nearly the same line, crossing in the middle; the far one
+    (smaller) is hidden behind the near one for two frames around the crossing."""
+    rng = np.random.default_rng(seed)
+    poses = rng.normal(0, 0.3, (2, 69))
+    seq = []
+    for f in range(frames):
+        a = np.array([100 + 12 * f, 240 + 0.5 * f])
+        b = np.array([580 - 12 * f, 250 - 0.5 * f])
+        dets = [(a, 120.0, 0.30, poses[0]), (b, 90.0, 0.22, poses[1])]
+        order = [0, 1] if f % 2 else [1, 0]  # detection order changes every frame
+        hidden = frames // 2 - 1 <= f <= frames // 2
+        rows = [dets[i] for i in order if not (hidden and i == 1)]
+        c = np.stack([r[0] for r in rows]) + rng.normal(0, noise, (len(rows), 2))
+        truth = [i for i in order if not (hidden and i == 1)]
+        seq.append((c, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
+                    np.stack([r[3] + rng.normal(0, 0.05, 69) for r in rows]), truth))
+    return seq
+
+
+def test_ids_survive_crossing_and_occlusion():
+    tr = Tracker()
+    first: dict[int, int] = {}
+    for centers, sizes, scales, poses, truth in crossing_sequence():
+        ids = tr.update(centers, sizes, scales, poses).ids
+        for person, tid in zip(truth, ids):
+            assert first.setdefault(person, int(tid)) == int(tid), f"person {person} changed ID"
+    assert first[0] != first[1]
+    assert len(tr.tracks) == 2
+
+
+def test_new_person_gets_new_id_and_lost_tracks_end():
+    tr = Tracker()
+    z = np.zeros((1, 69))
+    a = tr.update(np.array([[100.0, 100.0]]), np.array([80.0]), np.array([0.2]), z).ids
+    b = tr.update(np.array([[100.0, 100.0], [500.0, 300.0]]), np.array([80.0, 80.0]), np.array([0.2, 0.2]),
+                  np.zeros((2, 69))).ids
+    assert b[0] == a[0] and b[1] != a[0]
+    ended = []
+    for _ in range(tr.cfg.max_age + 1):
+        ended += tr.update(np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros((0, 69))).ended
+    assert sorted(ended) == sorted([int(a[0]), int(b[1])]) and not tr.tracks
+
+
+def test_far_jump_is_a_new_person():
+    tr = Tracker()
+    z = np.zeros((1, 69))
+    a = tr.update(np.array([[100.0, 100.0]]), np.array([50.0]), np.array([0.2]), z).ids
+    b = tr.update(np.array([[600.0, 400.0]]), np.array([50.0]), np.array([0.2]), z).ids
+    assert a[0] != b[0]
+
+
+def test_one_euro_reduces_jitter_and_follows_motion():
+    rng = np.random.default_rng(0)
+    f = OneEuroFilter(OneEuroCfg(1.0, 0.7))
+    t = np.arange(300) / 30.0
+    noisy = rng.normal(0, 0.05, 300)
+    out = np.array([f(np.array([x]), ti)[0] for x, ti in zip(noisy, t)])
+    assert out[30:].std() < 0.5 * noisy[30:].std()
+    g = OneEuroFilter(OneEuroCfg(1.0, 0.7))
+    ramp = [g(np.array([2.0 * ti]), ti)[0] for ti in t]
+    assert abs(ramp[-1] - 2.0 * t[-1]) < 0.15  # fast motion raises the cutoff: little lag
+
+
+def _people(go: np.ndarray, ids: list[int]) -> People:
+    n = len(ids)
+    cam = np.tile(np.array([[0.3, 0.0, 0.0]], np.float32), (n, 1))
+    return People(center_preds=np.zeros((n, 2), np.float32), center_confs=np.ones(n, np.float32), cam=cam,
+                  global_orient=go.astype(np.float32), body_pose=np.zeros((n, 69), np.float32),
+                  betas=np.zeros((n, 10), np.float32), cam_trans=np.zeros((n, 3), np.float32),
+                  track_ids=np.array(ids, np.int64))
+
+
+def test_smoother_first_frame_is_exact_and_rotation_does_not_spin_at_pi():
+    sm = PeopleSmoother(1.0)
+    go0 = np.array([[np.pi - 0.01, 0.0, 0.0]])
+    p0 = _people(go0, [0])
+    out0 = sm.apply(p0, 0.0)
+    np.testing.assert_array_equal(out0.global_orient, p0.global_orient)
+    # the next frame crosses pi: axis-angle flips to ~ -(pi - 0.01); the filtered rotation must stay close
+    go1 = Rotation.from_rotvec([np.pi + 0.01, 0, 0]).as_rotvec()[None]
+    out1 = sm.apply(_people(go1, [0]), 1 / 30)
+    r0 = Rotation.from_rotvec(go0[0])
+    r1 = Rotation.from_rotvec(out1.global_orient[0])
+    assert (r0.inv() * r1).magnitude() < 0.05
+
+
+@pytest.mark.parametrize("strength", [0.5, 2.0])
+def test_smoothing_strength_orders_jitter(strength):
+    rng = np.random.default_rng(1)
+
+    def jitter(s: float) -> float:
+        sm = PeopleSmoother(s)
+        xs = []
+        for f in range(120):
+            p = _people(np.array([[np.pi, 0.0, 0.0]]), [3])
+            p.body_pose[:] = rng.normal(0, 0.05, 69)
+            xs.append(sm.apply(p, f / 30).body_pose[0, 0])
+        return float(np.std(xs[20:]))
+
+    assert (jitter(strength) < jitter(1.0)) == (strength > 1.0)
+
+
+def test_untracked_rows_and_dropped_ids():
+    sm = PeopleSmoother()
+    p = _people(np.zeros((2, 3)), [-1, 5])
+    sm.apply(p, 0.0)
+    assert len(sm) == 1
+    sm.drop([5])
+    assert len(sm) == 0
