@@ -1,0 +1,67 @@
+"""Trainer resume and evaluation on a tiny generated shard (smoke level; real runs are in train/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from train.dataset import Shards, write_shard
+from train.metrics import DetectionCounter, match_centers, pck
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("synth")
+    write_shard(d / "shard_000000.npz", "test", 0, 0, 3, 128, 0.5)
+    return d
+
+
+def test_trainer_resumes(shard_dir: Path, tmp_path: Path) -> None:
+    from engine.checkpoint import load_checkpoint
+    from train import train
+
+    run = tmp_path / "run"
+    args = ["--data", str(shard_dir), "--run", str(run), "--batch", "2", "--threads", "1"]
+    train.main([*args, "--max-images", "2"])
+    _, extra = load_checkpoint(run / "last.pt")
+    assert extra["step"] == 1 and extra["images"] == 2 and "optimizer" in extra
+    train.main([*args, "--max-images", "4"])
+    _, extra = load_checkpoint(run / "last.pt")
+    assert extra["step"] == 2 and extra["images"] == 4
+
+
+def test_evaluate_runs(shard_dir: Path) -> None:
+    from engine.models import build_model
+    from train.eval import evaluate, table
+
+    torch.manual_seed(0)
+    data = Shards.load(shard_dir)
+    assert data.image_rgb(0).shape == (128, 128, 3)
+    model = build_model("mobilenetv3", input_size=128).eval()
+    res = evaluate(model, data, batch=3)
+    assert res["all"]["people"] == int(data.arrays["n"].sum())
+    assert "| occluded |" in table(res)
+
+
+def test_match_centers_and_counter() -> None:
+    gt = np.array([[0.0, 0.0], [0.5, 0.5]], np.float32)
+    box = np.array([[-0.2, -0.4, 0.2, 0.4], [0.4, 0.3, 0.6, 0.7]], np.float32)
+    pred = np.array([[0.52, 0.5], [0.01, 0.02], [-0.9, -0.9]], np.float32)
+    m = match_centers(pred, gt, box)
+    assert sorted(m) == [(0, 1), (1, 0)]
+    c = DetectionCounter()
+    c.add(len(pred), m, np.array([True, True]))
+    assert c.precision == pytest.approx(2 / 3) and c.recall == 1.0
+    occ = DetectionCounter()
+    occ.add(len(pred), m[:1], np.array([False, True]))
+    assert occ.tp == 1 and occ.fn == 0
+
+
+def test_pck() -> None:
+    kp = np.zeros((1, 3, 2), np.float32)
+    pj = np.array([[[0.05, 0.0], [0.2, 0.0], [5.0, 5.0]]], np.float32)
+    box = np.array([[-0.5, -1.0, 0.5, 1.0]], np.float32)  # longer side 2 -> threshold 0.2
+    assert pck(pj, kp, np.array([[True, True, False]]), box)[0] == pytest.approx(0.5)
