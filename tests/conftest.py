@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,3 +49,26 @@ def official_r50_ckpt(tmp_path_factory, resnet50_model) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "resnet_cm64_V1_resnet_epoch_26.pkl"
     torch.save(official_container(resnet50_model), path)
     return path
+
+
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # Debian opencv-doc: real street, many people
+needs_vtest = pytest.mark.skipif(not VTEST.is_file(), reason=f"{VTEST} missing: apt-get install -y opencv-doc")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two torch threads on a 2-core box shared with other jobs run 4x slower than one (see cpu_stack.md §2)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    """Four real frames of vtest.avi (skips with the reason when opencv-doc is not installed)."""
+    if not VTEST.is_file():
+        pytest.skip(f"{VTEST} missing: apt-get install -y opencv-doc")
+    from export.compare import load_frames
+
+    return load_frames(str(VTEST), 4, step=25)

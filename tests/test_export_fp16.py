@@ -11,20 +11,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export.compare import load_frames
 from export.fp16 import convert_file, convert_to_fp16, fp16_report, is_fp32_island
 from export.onnx import export_onnx, read_onnx_meta
 from export.synthetic import force_detections, random_model
 from tests.conftest import randomise_bn
-
-VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
-
-
-@pytest.fixture(scope="module")
-def frames() -> list[np.ndarray]:
-    if not VTEST.is_file():
-        pytest.skip(f"{VTEST} missing: apt-get install -y opencv-doc")
-    return load_frames(str(VTEST), 4, step=25)
 
 
 @pytest.fixture(scope="module")

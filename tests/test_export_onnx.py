@@ -22,13 +22,7 @@ from tests.conftest import randomise_bn
 SIZE = 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two torch threads on a 2-core box shared with other jobs run 4x slower than one (see cpu_stack.md §2)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -21,29 +20,14 @@ from engine.preprocess import letterbox
 from engine.runtime.auto import onnx_for_checkpoint, open_backend
 from engine.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from engine.runtime.tensorrt_backend import tensorrt_status
-from export.compare import compare_people, load_frames
+from export.compare import compare_people
 from export.synthetic import force_detections, random_model
-from tests.conftest import randomise_bn
+from tests.conftest import needs_vtest, randomise_bn
 
-VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
-needs_vtest = pytest.mark.skipif(not VTEST.is_file(), reason=f"{VTEST} missing: apt-get install -y opencv-doc")
 SIZE = 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two torch threads on a 2-core box shared with other jobs run 4x slower than one (see cpu_stack.md §2)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def frames() -> list[np.ndarray]:
-    if not VTEST.is_file():
-        pytest.skip(f"{VTEST} missing: apt-get install -y opencv-doc")
-    return load_frames(str(VTEST), 4, step=25)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
