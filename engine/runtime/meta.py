@@ -65,6 +65,15 @@ class ArtifactMeta:
     def input_size(self) -> int:
         return int(self.model_cfg["input_size"])
 
+    def check_batch(self, shape: tuple[int, ...], artifact: str) -> None:
+        """Refuse a batch this artifact was not built for, before it reaches the runtime (clear one-line error)."""
+        n, size = shape[0], self.input_size
+        if tuple(shape[1:]) != (3, size, size):
+            raise ValueError(f"expected a batch [B, 3, {size}, {size}], got {tuple(shape)}")
+        if (self.batch and n != self.batch) or n > self.max_batch:
+            raise ValueError(f"{artifact} accepts batch {self.batch or f'1..{self.max_batch}'}, "
+                             f"got {n} (export with --max-batch for larger batches)")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

@@ -101,12 +101,7 @@ class OnnxRuntimeBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float16 if self._fp16_input else np.float32)
-        n, s = batch.shape[0], self.input_size
-        if batch.shape[1:] != (3, s, s):
-            raise ValueError(f"expected a batch [B, 3, {s}, {s}], got {batch.shape}")
-        if (self.meta.batch and n != self.meta.batch) or n > self.meta.max_batch:
-            raise ValueError(f"{self.path.name} accepts batch {self.meta.batch or f'1..{self.meta.max_batch}'}, "
-                             f"got {n} (export with --max-batch for larger batches)")
+        self.meta.check_batch(batch.shape, self.path.name)
         outs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         return {k: v.astype(np.float32, copy=False) for k, v in zip(OUTPUT_NAMES, outs)}
 

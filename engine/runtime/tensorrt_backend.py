@@ -158,12 +158,7 @@ class TensorRTBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
-        n, s = batch.shape[0], self.input_size
-        if batch.shape[1:] != (3, s, s):
-            raise ValueError(f"expected a batch [B, 3, {s}, {s}], got {batch.shape}")
-        if (self.meta.batch and n != self.meta.batch) or n > self.meta.max_batch:
-            raise ValueError(f"{self.path.name} accepts batch {self.meta.batch or f'1..{self.meta.max_batch}'}, "
-                             f"got {n}")
+        self.meta.check_batch(batch.shape, self.path.name)
         with torch.cuda.stream(self.stream):
             to = getattr(torch, str(self.io.dtypes[INPUT_NAME]))
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True).to(to)
