@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenetv3")
     ap.add_argument("--images", type=int, default=40000, help="training images per variant")
+    ap.add_argument("--anneal", type=float, default=0.3, help="cosine lr tail over this last fraction (train.train)")
     ap.add_argument("--minutes", type=float, default=600.0, help="wall-clock cap per variant and invocation")
     ap.add_argument("--data", default="data/synth/train")
     ap.add_argument("--test", default="data/synth/test")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     for v in a.variants:
         run = a.out / v
         trainer.main(["--model", a.model, "--data", a.data, "--run", str(run), "--init", str(init), "--variant", v,
-                      "--max-images", str(a.images), "--minutes", str(a.minutes)])
+                      "--max-images", str(a.images), "--anneal", str(a.anneal), "--minutes", str(a.minutes)])
         model, extra = load_checkpoint(run / "last.pt")
         apply_variant(model, v)
         res = evaluate(model.eval(), Shards.load(a.test))

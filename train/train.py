@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
     ap.add_argument("--max-images", type=int, default=0, help="stop when the run has seen this many (0 = no cap)")
+    ap.add_argument("--anneal", type=float, default=0.0,
+                    help="cosine-decay lr to 5%% over this last fraction of --max-images, so a fixed-budget run "
+                         "(the ablation) ends on settled weights instead of wherever constant lr left them")
     ap.add_argument("--save-min", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -120,9 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         tg = type(tg)(*(t.to(dev) for t in (tg.center_map, tg.joint_maps, tg.center_cells, tg.person_mask,
                                             tg.kp_coords, tg.kp_mask)))
         lo = compute_losses(out, tg, gt_tensors(gt, dev), body, gmm, projectors)
-        warm = min(1.0, (state["step"] + 1) / max(a.warmup, 1))
         for g in opt.param_groups:
-            g["lr"] = a.lr * warm
+            g["lr"] = a.lr * lr_factor(state["step"], state["images"], a.warmup, a.max_images, a.anneal)
         opt.zero_grad(set_to_none=True)
         lo.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
@@ -145,6 +148,17 @@ def main(argv: list[str] | None = None) -> None:
     bar.close()
     print(f"saved {ckpt}: step {state['step']}, {state['images']} images, {state['seconds'] / 3600:.2f} h; "
           + " ".join(f"{k}={v:.3g}" for k, v in run_losses.items()), flush=True)
+
+
+def lr_factor(step: int, images: int, warmup: int, max_images: int, anneal: float) -> float:
+    """Linear warm-up, then constant, then (optionally) a cosine tail over the last ``anneal`` of the budget."""
+    f = min(1.0, (step + 1) / max(warmup, 1))
+    if max_images and anneal > 0:
+        start = max_images * (1.0 - anneal)
+        if images > start:
+            t = min(1.0, (images - start) / (max_images - start))
+            f *= 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
+    return f
 
 
 if __name__ == "__main__":
