@@ -53,6 +53,24 @@ def test_joint_hidden_behind_another_person_is_not_visible() -> None:
     assert (gt.ids == 2).sum() > (gt.ids == 1).sum()
 
 
+def test_face_and_hair_tell_front_from_back() -> None:
+    """The head shows skin from the front and hair from behind, so orientation is not ambiguous by 180 degrees."""
+    rng = np.random.default_rng(5)
+    spec = random_person(rng, np.array([0.9, 0.0, 0.1]), category="standing", yaw=0.0)
+    spec.part_colors[7] = (200, 200, 200)  # face/skin: light grey
+    spec.part_colors[8] = (0, 0, 255)  # hair: pure red (BGR)
+    bg = np.zeros((256, 256, 3), np.uint8)
+    fractions = []
+    for yaw in (0.0, np.pi):  # facing the camera, then facing away
+        spec.world_orient = np.array([0.0, yaw, 0.0], np.float32)
+        g = render_scene([spec], 256, 256, bg, np.random.default_rng(0), photometric_aug=False)
+        x, y = np.round((g.kp2d[0, 15] + 1) * 128).astype(int)  # head joint
+        patch = g.image[max(y - 12, 0):y + 4, x - 8:x + 8].reshape(-1, 3).astype(int)
+        hairish = (patch[:, 2] > 2 * patch[:, 1] + 10) & (patch[:, 2] > 30)
+        fractions.append(hairish[patch.sum(1) > 0].mean())
+    assert fractions[0] < 0.35 and fractions[1] > 0.8, fractions
+
+
 def test_center_heatmap_peak_and_radius() -> None:
     m = 32
     c = np.array([[0.0, 0.0]], np.float32)

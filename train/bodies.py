@@ -15,7 +15,8 @@ import torch
 # SMPL-24 bones as (parent, child) segments used to label vertices by their nearest bone.
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 # part group of the bone that ENDS at joint j (child joint index -> group)
-PART_NAMES = ("skin", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg", "foot", "head")
+PART_NAMES = ("skin", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg", "foot", "head", "hair")
+HAIR = PART_NAMES.index("hair")
 _CHILD_GROUP = {1: 1, 2: 1, 3: 1, 6: 1, 9: 1, 12: 1, 13: 1, 14: 1, 15: 7, 16: 1, 17: 1, 18: 2, 19: 2,
                 20: 3, 21: 3, 22: 0, 23: 0, 4: 4, 5: 4, 7: 5, 8: 5, 10: 6, 11: 6}
 
@@ -64,6 +65,21 @@ def _segment_labels(verts: np.ndarray, joints: np.ndarray) -> np.ndarray:
     return label
 
 
+def _label_hair(part: np.ndarray, verts: np.ndarray, joints: np.ndarray) -> np.ndarray:
+    """Split the head into face (front, stays ``head``/skin) and hair (back and top of the skull).
+
+    Why: with one colour per part a body is left/right and front/back symmetric, so a person seen from behind
+    looks like their mirror image from the front and the root orientation is ambiguous by 180 degrees (the first
+    bundled model was more than 90 degrees off for a third of people). Real people show a face; this is the
+    cheapest cue that carries over. Rest pose: y up, facing +z, joint 15 = head.
+    """
+    d = verts - joints[15]
+    hair = (part == PART_NAMES.index("head")) & (((d[:, 2] < 0.0) & (d[:, 1] > -0.03)) | (d[:, 1] > 0.10))
+    out = part.copy()
+    out[hair] = HAIR
+    return out
+
+
 @lru_cache(maxsize=1)
 def body_info() -> BodyInfo:
     """Part labels and face winding computed from the rest pose of :func:`get_body`."""
@@ -78,7 +94,7 @@ def body_info() -> BodyInfo:
     # outward test against the nearest bone axis would be exact; the body centroid is enough for the sign
     c = tri.mean(1) - v.mean(0)
     winding = 1.0 if float(np.sum(np.einsum("ij,ij->i", n, c) > 0)) >= 0.5 * len(faces) else -1.0
-    return BodyInfo(faces=faces, part=_segment_labels(v, j), height=v[:, 1].astype(np.float32), winding=winding,
+    return BodyInfo(faces=faces, part=_label_hair(_segment_labels(v, j), v, j), height=v[:, 1].astype(np.float32), winding=winding,
                     num_shape=int(getattr(body, "num_shape", 6)))
 
 

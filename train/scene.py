@@ -22,6 +22,8 @@ from .render import background, face_colors, photometric, rasterize
 
 TORSO = (0, 1, 2, 12, 16, 17)  # pelvis, hips, neck, shoulders: the ROMP centre keypoints in SMPL-24 terms
 SKIN = np.array([[60, 80, 120], [90, 120, 170], [120, 160, 210], [150, 190, 230], [40, 55, 85]], np.float32)
+HAIR = np.array([[20, 20, 25], [30, 45, 70], [40, 70, 110], [90, 150, 200], [160, 160, 165], [45, 45, 130]],
+                np.float32)  # BGR: black, dark brown, brown, blond, grey, auburn
 R_FLIP = Rotation.from_euler("x", np.pi)
 
 
@@ -33,7 +35,7 @@ class PersonSpec:
     world_orient: np.ndarray  # [3] axis-angle, y-up world (before the x-flip)
     shape: np.ndarray  # [6] Anny phenotypes in [0, 1]
     cam: np.ndarray  # [3] s, tx, ty
-    part_colors: np.ndarray  # [8, 3] BGR
+    part_colors: np.ndarray  # [9, 3] BGR, indexed by bodies.PART_NAMES
     stripe: tuple[float, float] | None
     category: int = 0
 
@@ -81,7 +83,7 @@ def random_person(rng: np.random.Generator, cam: np.ndarray, category: str | Non
     world = Rotation.from_euler("YXZ", [yaw, pitch, rng.normal(0, 0.06)]).as_rotvec().astype(np.float32)
     shape = np.clip(rng.uniform(0, 1, 6), 0, 1).astype(np.float32)
     shape[1] = rng.uniform(0.45, 1.0)  # age: mostly adults
-    colors = rng.uniform(20, 240, (8, 3)).astype(np.float32)
+    colors = rng.uniform(20, 240, (9, 3)).astype(np.float32)
     skin = SKIN[rng.integers(0, len(SKIN))] * rng.uniform(0.85, 1.15)
     colors[0] = skin
     colors[7] = skin
@@ -91,6 +93,8 @@ def random_person(rng: np.random.Generator, cam: np.ndarray, category: str | Non
         colors[3] = skin  # short sleeves
     if rng.random() < 0.3:
         colors[5] = colors[4]
+    # hair (or, sometimes, a hat): never skin-coloured, so the face marks which way the person looks
+    colors[8] = HAIR[rng.integers(0, len(HAIR))] * rng.uniform(0.8, 1.2) if rng.random() < 0.85 else colors[8]
     stripe = (float(rng.uniform(0.04, 0.12)), float(rng.uniform(0, 1))) if rng.random() < 0.3 else None
     return PersonSpec(ps.body_pose, world, shape, cam.astype(np.float32), colors, stripe,
                       CATEGORIES.index(ps.category))
