@@ -44,6 +44,30 @@ def test_evaluate_runs(shard_dir: Path) -> None:
     res = evaluate(model, data, batch=3)
     assert res["all"]["people"] == int(data.arrays["n"].sum())
     assert "| occluded |" in table(res)
+    assert 0.0 <= res["all"]["orient_err_deg"] <= 180.0
+
+
+def test_rotation_angle_deg() -> None:
+    from scipy.spatial.transform import Rotation
+
+    from train.eval import rotation_angle_deg
+
+    def about_y(deg: list[float]) -> torch.Tensor:
+        return torch.from_numpy(Rotation.from_rotvec(np.radians(deg)[:, None] * [0, 1, 0]).as_matrix()).float()
+
+    a, b = about_y([0, 30, 0, 170]), about_y([0, 0, 90, -170])
+    # the last pair is 20 degrees apart through the short way round, not 340
+    np.testing.assert_allclose(rotation_angle_deg(a, b).numpy(), [0, 30, 90, 20], atol=0.05)
+
+
+def test_lr_schedule_warmup_then_cosine_tail() -> None:
+    from train.train import lr_factor
+
+    assert lr_factor(0, 8, 100, 0, 0.0) == pytest.approx(0.01)
+    assert lr_factor(500, 4000, 100, 0, 0.0) == 1.0  # no budget: constant after warm-up
+    assert lr_factor(500, 6000, 100, 10000, 0.3) == 1.0  # before the tail
+    assert lr_factor(800, 8500, 100, 10000, 0.3) == pytest.approx(0.05 + 0.95 * 0.5)  # middle of the tail
+    assert lr_factor(1250, 10000, 100, 10000, 0.3) == pytest.approx(0.05)
 
 
 def test_match_centers_and_counter() -> None:

@@ -94,8 +94,8 @@ def body_info() -> BodyInfo:
     # outward test against the nearest bone axis would be exact; the body centroid is enough for the sign
     c = tri.mean(1) - v.mean(0)
     winding = 1.0 if float(np.sum(np.einsum("ij,ij->i", n, c) > 0)) >= 0.5 * len(faces) else -1.0
-    return BodyInfo(faces=faces, part=_label_hair(_segment_labels(v, j), v, j), height=v[:, 1].astype(np.float32), winding=winding,
-                    num_shape=int(getattr(body, "num_shape", 6)))
+    return BodyInfo(faces=faces, part=_label_hair(_segment_labels(v, j), v, j), height=v[:, 1].astype(np.float32),
+                    winding=winding, num_shape=int(getattr(body, "num_shape", 6)))
 
 
 def pose_bodies(global_orient: np.ndarray, body_pose: np.ndarray, shape: np.ndarray | None

@@ -18,7 +18,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.decode import DecodeCfg, decode_people
-from engine.geometry import rot6d_to_rotmat
+from engine.geometry import axis_angle_to_rotmat, rot6d_to_rotmat
 
 from .ablation_model import apply_variant
 from .bodies import get_body
@@ -26,6 +26,13 @@ from .dataset import GT_KEYS, Shards
 from .losses import body_joints, procrustes_align
 from .metrics import DetectionCounter, match_centers, pck
 from .targets import to_cells
+
+
+def rotation_angle_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Geodesic angle between rotation matrices [N, 3, 3] -> [N] degrees. Root orientation is reported on its own
+    because MPJPE hides a person predicted facing the wrong way behind an error that merely looks large."""
+    cos = ((a.transpose(1, 2) @ b).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
 
 
 @torch.no_grad()
@@ -36,7 +43,7 @@ def evaluate(model: torch.nn.Module, data: Shards, batch: int = 16, threshold: f
     m = model.cfg.map_size
     size = model.cfg.input_size
     n_img = len(data) if not limit else min(limit, len(data))
-    per: dict[str, list[np.ndarray]] = {k: [] for k in ("mpjpe", "pampjpe", "pve", "pck", "occ")}
+    per: dict[str, list[np.ndarray]] = {k: [] for k in ("mpjpe", "pampjpe", "pve", "pck", "orient", "occ")}
     det = {"all": DetectionCounter(), "occluded": DetectionCounter()}
     for s in range(0, n_img, batch):
         idx = np.arange(s, min(s + batch, n_img))
@@ -67,7 +74,9 @@ def evaluate(model: torch.nn.Module, data: Shards, batch: int = 16, threshold: f
             gv = body(pose[:, :3], pose[:, 3:], shape=gshape, root_align=True).vertices
             pshape = (params[:, 72:78] + 0.5).clamp(0, 1)
             pv = body(torch.zeros(n, 3), params[:, 9:72], shape=pshape, root_align=True).vertices
-            pv = pv @ rot6d_to_rotmat(params[:, 3:9]).transpose(1, 2)
+            root = rot6d_to_rotmat(params[:, 3:9])
+            pv = pv @ root.transpose(1, 2)
+            per["orient"].append(rotation_angle_deg(root, axis_angle_to_rotmat(pose[:, :3])).numpy())
             per["pve"].append(((pv - gv).norm(dim=-1).mean(1) * 1000).numpy())
             pj2d = (params[:, None, 0:1] * joints[..., :2] + params[:, None, 1:3]).numpy()
             per["pck"].append(pck(pj2d, gt["kp2d"][b, :n], gt["inimg"][b, :n].astype(bool), gt["bbox"][b, :n]))
@@ -82,6 +91,8 @@ def evaluate(model: torch.nn.Module, data: Shards, batch: int = 16, threshold: f
             "PA-MPJPE_mm": float(np.mean(cat["pampjpe"][sel])) if sel.any() else float("nan"),
             "PVE_mm": float(np.mean(cat["pve"][sel])) if sel.any() else float("nan"),
             "PCK@0.1": float(np.nanmean(cat["pck"][sel])) if sel.any() else float("nan"),
+            "orient_err_deg": float(np.mean(cat["orient"][sel])) if sel.any() else float("nan"),
+            "orient_over_90deg": float(np.mean(cat["orient"][sel] > 90)) if sel.any() else float("nan"),
             "det_precision": det[name].precision,
             "det_recall": det[name].recall,
         }
@@ -90,7 +101,8 @@ def evaluate(model: torch.nn.Module, data: Shards, batch: int = 16, threshold: f
 
 
 def table(res: dict[str, dict[str, float]]) -> str:
-    keys = ["people", "MPJPE_mm", "PA-MPJPE_mm", "PVE_mm", "PCK@0.1", "det_precision", "det_recall"]
+    keys = ["people", "MPJPE_mm", "PA-MPJPE_mm", "PVE_mm", "PCK@0.1", "orient_err_deg", "orient_over_90deg",
+            "det_precision", "det_recall"]
     lines = ["| subset | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name in ("all", "occluded"):
         r = res[name]
