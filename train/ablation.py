@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
@@ -25,7 +26,37 @@ from .ablation_model import VARIANTS, apply_variant
 from .dataset import Shards
 from .eval import evaluate
 
-KEYS = ("MPJPE_mm", "PA-MPJPE_mm", "PCK@0.1", "det_precision", "det_recall")
+KEYS = ("MPJPE_mm", "PA-MPJPE_mm", "PCK@0.1", "orient_err_deg", "det_precision", "det_recall")
+PAIRED = ("det_recall", "occluded_recall", "det_precision", "MPJPE_mm", "orient_err_deg")
+
+
+def _metrics(w_img: np.ndarray, per: dict[str, np.ndarray], fp: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics under image weights ``w_img`` [B, I] (bootstrap counts), one value per row."""
+    w = w_img[:, per["image"]].astype(np.float64)  # [B, P]
+    found, occ = per["found"].astype(np.float64), per["occ"].astype(np.float64)
+    tp = w @ found
+    return {"det_recall": tp / w.sum(1),
+            "occluded_recall": (w @ (found * occ)) / np.maximum(w @ occ, 1e-9),
+            "det_precision": tp / np.maximum(tp + w_img @ fp, 1e-9),
+            "MPJPE_mm": (w @ per["mpjpe"]) / w.sum(1),
+            "orient_err_deg": (w @ per["orient"]) / w.sum(1)}
+
+
+def paired_bootstrap(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Difference b - a with a 95% interval from resampling test IMAGES (people in one image are not independent),
+    the same resample for both variants so shared difficulty cancels. ``a``/``b``: ``evaluate(per_person=True)``."""
+    n_img = len(a["fp_per_image"])
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(n_img, np.full(n_img, 1.0 / n_img), size=n_boot)
+    w1 = np.ones((1, n_img), np.int64)
+    out = {}
+    for k in PAIRED:
+        full = _metrics(w1, b["per_person"], b["fp_per_image"])[k][0] - _metrics(w1, a["per_person"],
+                                                                                 a["fp_per_image"])[k][0]
+        d = _metrics(w, b["per_person"], b["fp_per_image"])[k] - _metrics(w, a["per_person"], a["fp_per_image"])[k]
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        out[k] = (float(full), float(lo), float(hi))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--test", default="data/synth/test")
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--eval-only", action="store_true", help="skip training; evaluate the variants' last.pt")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     init = a.out / "init.pt"
@@ -45,13 +77,16 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         save_checkpoint(build_model(a.model), init)  # identical starting weights for every variant
     results: dict[str, dict] = {}
+    per: dict[str, dict] = {}
     for v in a.variants:
         run = a.out / v
-        trainer.main(["--model", a.model, "--data", a.data, "--run", str(run), "--init", str(init), "--variant", v,
-                      "--max-images", str(a.images), "--anneal", str(a.anneal), "--minutes", str(a.minutes)])
+        if not a.eval_only:
+            trainer.main(["--model", a.model, "--data", a.data, "--run", str(run), "--init", str(init), "--variant", v,
+                          "--max-images", str(a.images), "--anneal", str(a.anneal), "--minutes", str(a.minutes)])
         model, extra = load_checkpoint(run / "last.pt")
         apply_variant(model, v)
-        res = evaluate(model.eval(), Shards.load(a.test))
+        res = evaluate(model.eval(), Shards.load(a.test), per_person=True)
+        per[v] = {"per_person": res.pop("per_person"), "fp_per_image": res.pop("fp_per_image")}
         res["_"]["train_images"] = int(extra.get("images", 0))
         res["_"]["train_hours"] = float(extra.get("seconds", 0.0)) / 3600
         results[v] = res
@@ -61,6 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     for v, r in results.items():
         lines.append(f"| {v} | {r['_']['train_images']} | " + " | ".join(f"{r['all'][k]:.3g}" for k in KEYS)
                      + f" | {r['occluded']['det_recall']:.3g} |")
+    if "baseline" in per:
+        lines += ["", "Difference to the baseline, 95% interval from a paired bootstrap over test images:", "",
+                  "| variant | " + " | ".join(f"d {k}" for k in PAIRED) + " |", "|---" * (len(PAIRED) + 1) + "|"]
+        for v in per:
+            if v != "baseline":
+                ci = paired_bootstrap(per["baseline"], per[v])
+                results[v]["vs_baseline"] = ci
+                lines.append(f"| {v} | " + " | ".join(f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}]" for d, lo, hi in
+                                                       (ci[k] for k in PAIRED)) + " |")
+        (a.out / "ablation.json").write_text(json.dumps(results, indent=2))
     (a.out / "ablation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

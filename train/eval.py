@@ -37,13 +37,16 @@ def rotation_angle_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: Shards, batch: int = 16, threshold: float = 0.2,
-             limit: int = 0) -> dict[str, dict[str, float]]:
-    """Metrics for ``all`` and ``occluded`` people."""
+             limit: int = 0, per_person: bool = False) -> dict[str, dict]:
+    """Metrics for ``all`` and ``occluded`` people. ``per_person`` adds ``res["per_person"]`` (arrays per GT
+    person: image, found, occluded, errors) and ``res["fp_per_image"]``, for paired bootstrap comparisons."""
     body = get_body()
     m = model.cfg.map_size
     size = model.cfg.input_size
     n_img = len(data) if not limit else min(limit, len(data))
-    per: dict[str, list[np.ndarray]] = {k: [] for k in ("mpjpe", "pampjpe", "pve", "pck", "orient", "occ")}
+    per: dict[str, list[np.ndarray]] = {k: [] for k in ("mpjpe", "pampjpe", "pve", "pck", "orient", "occ",
+                                                             "image", "found")}
+    fp_per_image = np.zeros(n_img, np.int64)
     det = {"all": DetectionCounter(), "occluded": DetectionCounter()}
     for s in range(0, n_img, batch):
         idx = np.arange(s, min(s + batch, n_img))
@@ -56,9 +59,12 @@ def evaluate(model: torch.nn.Module, data: Shards, batch: int = 16, threshold: f
                                    DecodeCfg(threshold=threshold))
             centers = (people.center_preds + size / m / 2) / size * 2 - 1  # cell centres, normalised
             matches = match_centers(centers, gt["center"][b, :n], gt["bbox"][b, :n])
+            fp_per_image[idx[b]] = len(people) - len(matches)
             if n == 0:
                 det["all"].fp += len(people)
                 continue
+            per["image"].append(np.full(n, idx[b]))
+            per["found"].append(np.isin(np.arange(n), [g for _, g in matches]))
             occ = gt["occluded"][b, :n].astype(bool)
             det["all"].add(len(people), matches, np.ones(n, bool))
             det["occluded"].add(len(people), matches, occ)
@@ -97,6 +103,9 @@ def evaluate(model: torch.nn.Module, data: Shards, batch: int = 16, threshold: f
             "det_recall": det[name].recall,
         }
     res["_"] = {"images": n_img, "threshold": threshold}
+    if per_person:
+        res["per_person"] = {k: cat[k] for k in ("image", "found", "occ", "mpjpe", "pampjpe", "orient")}
+        res["fp_per_image"] = fp_per_image
     return res
 
 
