@@ -93,8 +93,9 @@ def random_person(rng: np.random.Generator, cam: np.ndarray, category: str | Non
         colors[3] = skin  # short sleeves
     if rng.random() < 0.3:
         colors[5] = colors[4]
-    # hair (or, sometimes, a hat): never skin-coloured, so the face marks which way the person looks
-    colors[8] = HAIR[rng.integers(0, len(HAIR))] * rng.uniform(0.8, 1.2) if rng.random() < 0.85 else colors[8]
+    # hair (85%) or a hat (its random colour), unlike the face, so the face marks which way the person looks
+    if rng.random() < 0.85:
+        colors[8] = HAIR[rng.integers(0, len(HAIR))] * rng.uniform(0.8, 1.2)
     stripe = (float(rng.uniform(0.04, 0.12)), float(rng.uniform(0, 1))) if rng.random() < 0.3 else None
     return PersonSpec(ps.body_pose, world, shape, cam.astype(np.float32), colors, stripe,
                       CATEGORIES.index(ps.category))
