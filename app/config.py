@@ -17,7 +17,11 @@ from engine.errors import ConfigError
 from .export_mesh import FORMATS as MESH_FORMATS
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = ROOT / "assets" / "models" / "demo_mobilenetv3.pt"
+DEMO_CHECKPOINT = ROOT / "assets" / "models" / "demo_mobilenetv3.pt"
+REALFOOTAGE_DIR = ROOT / "assets" / "models" / "realfootage"
+MODELS = ("realfootage", "demo")
+DEFAULT_LANDMARKS = "full"
+DEFAULT_DETECT_EVERY = 4
 DEMO_DIR = ROOT / "assets" / "demo"
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 
@@ -26,11 +30,14 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 class AppCfg:
     camera: int | None
     input: str | None
-    checkpoint: Path
+    model: str
+    checkpoint: Path | None
+    landmarks: str
+    detect_every: int
     body_model: str
     smpl_dir: Path | None
     backend: str
-    threshold: float
+    threshold: float | None
     max_people: int
     record: Path | None
     save_npz: Path | None
@@ -54,22 +61,33 @@ class AppCfg:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_app.py",
-        description="Real-time multi-person 3D human meshes (InstanceHMR). With no arguments, opens camera 0.",
+        description="Real-time multi-person 3D human meshes. With no arguments, opens camera 0 with the "
+                    "real-footage model.",
         epilog="Examples: run_app.py --camera 0 | run_app.py --input clip.mp4 --record out.mp4 | "
                "run_app.py --input photos/ --save-npz results/ --headless")
     src = p.add_argument_group("input")
     src.add_argument("--camera", type=int, metavar="N", help="webcam index (default when no --input: 0)")
     src.add_argument("--input", metavar="PATH|URL", help="image, folder of images, video file or RTSP/HTTP stream")
     m = p.add_argument_group("model")
-    m.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help="network weights (default: the bundled demo model)")
+    m.add_argument("--model", choices=MODELS, default=None,
+                   help="realfootage (default): real-trained person detector + BlazePose landmarks + body fit; "
+                        "demo: the bundled InstanceHMR model trained on synthetic renders only")
+    m.add_argument("--checkpoint", type=Path, default=None,
+                   help="InstanceHMR weights (.pt/.pth/.pkl, or an exported .onnx/.engine): runs InstanceHMR")
+    m.add_argument("--landmarks", choices=("full", "lite"), default=None,
+                   help=f"realfootage: BlazePose landmark network (default {DEFAULT_LANDMARKS}; lite is faster, "
+                        "full is more precise)")
+    m.add_argument("--detect-every", type=int, default=None, metavar="N",
+                   help=f"realfootage: look for new people every N frames while people are tracked (default "
+                        f"{DEFAULT_DETECT_EVERY})")
     m.add_argument("--body-model", choices=("anny", "smpl"), default="anny",
                    help="mesh model: anny (free, bundled) or smpl (needs --smpl-dir)")
     m.add_argument("--smpl-dir", type=Path, help="folder or file with SMPL_NEUTRAL.pkl/.npz (for --body-model smpl)")
     m.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (auto picks the fastest)")
     m.add_argument("--threads", type=int, default=1,
                    help="inference threads (1 leaves a core for capture/render/encode; default 1)")
-    m.add_argument("--threshold", type=float, default=0.2, help="centre-map score threshold (default 0.2)")
+    m.add_argument("--threshold", type=float, default=None,
+                   help="person score threshold (default: the model's own, 0.35 realfootage, 0.2 InstanceHMR)")
     m.add_argument("--max-people", type=int, default=64, help="most people per frame (default 64, as official)")
     m.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
                    help="One-Euro smoothing of pose, shape and camera per person (default on)")
@@ -108,7 +126,19 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
         raise ConfigError("pass either --camera or --input, not both")
     if args.camera is not None and args.camera < 0:
         raise ConfigError(f"--camera must be >= 0, got {args.camera}")
-    checks = [(0.0 <= args.threshold <= 1.0, f"--threshold must be in [0, 1], got {args.threshold}"),
+    if args.checkpoint is not None and args.model is not None:
+        raise ConfigError(f"pass either --model {args.model} or --checkpoint, not both (a checkpoint runs InstanceHMR)")
+    model = "instancehmr" if args.checkpoint is not None else (args.model or "realfootage")
+    checkpoint = DEMO_CHECKPOINT if model == "demo" else args.checkpoint
+    if model != "realfootage" and (args.landmarks is not None or args.detect_every is not None):
+        raise ConfigError("--landmarks and --detect-every only apply to the realfootage model")
+    detect_every = DEFAULT_DETECT_EVERY if args.detect_every is None else args.detect_every
+    if model == "realfootage" and args.backend not in ("auto", "onnxruntime"):
+        raise ConfigError(f"the realfootage model runs on ONNX Runtime (CPU, or CUDA with onnxruntime-gpu), not "
+                          f"{args.backend}; use --backend auto, or --checkpoint for an InstanceHMR model")
+    checks = [(args.threshold is None or 0.0 <= args.threshold <= 1.0,
+               f"--threshold must be in [0, 1], got {args.threshold}"),
+              (1 <= detect_every <= 1000, f"--detect-every must be in 1..1000, got {detect_every}"),
               (0.0 <= args.opacity <= 1.0, f"--opacity must be in [0, 1], got {args.opacity}"),
               (args.smooth_strength > 0, f"--smooth-strength must be > 0, got {args.smooth_strength}"),
               (1 <= args.max_people <= 64, f"--max-people must be in 1..64, got {args.max_people}"),
@@ -132,7 +162,8 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
     if not args.headless and not display_available():
         raise ConfigError("no display available (DISPLAY is not set); add --headless to process to files, or run "
                           "under xvfb-run")
-    return AppCfg(camera=args.camera, input=args.input, checkpoint=args.checkpoint, body_model=args.body_model,
+    return AppCfg(camera=args.camera, input=args.input, model=model, checkpoint=checkpoint,
+                  landmarks=args.landmarks or DEFAULT_LANDMARKS, detect_every=detect_every, body_model=args.body_model,
                   smpl_dir=args.smpl_dir, backend=args.backend, threshold=args.threshold,
                   max_people=args.max_people, record=args.record, save_npz=args.save_npz,
                   save_verts=args.save_verts, export_mesh=args.export_mesh, mesh_format=args.mesh_format,

@@ -70,6 +70,11 @@ def run_headless(session: Session) -> int:
     total = session.source.frame_count
     if session.cfg.max_frames:
         total = min(total, session.cfg.max_frames) if total else session.cfg.max_frames
+    info = pipe.model.info
+    if info.synthetic_demo:
+        log.warning("model: %s", info.title)
+    else:
+        log.info("model: %s", info.title)
     progress = Progress(total)
     stop = threading.Event()
     received: list[int] = []

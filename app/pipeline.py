@@ -1,7 +1,8 @@
 """capture -> model -> render, each stage on its own named thread, joined by bounded queues.
 
 * capture (:class:`~app.capture.CaptureThread`): newest-frame slot for live sources, blocking queue for files.
-* model: letterbox, backend inference, decode, tracking and One-Euro smoothing.
+* model: the people model (frame in, people out: InstanceHMR or the real-footage default), tracking and One-Euro
+  smoothing.
 * render: body model (meshes), overlay annotators, then the sinks (recorder, npz, mesh export) and the consumer
   callback (the Qt bridge or the headless progress bar).
 
@@ -22,10 +23,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from engine.body import BodyModel
-from engine.decode import DecodeCfg, decode_people
+from engine.frame_models.base import PeopleModel, PeopleQuery
 from engine.postprocess import people_to_meshes
-from engine.preprocess import letterbox
-from engine.runtime.base import Backend
 from engine.types import Letterbox, Meshes, People
 
 from .capture import CaptureThread, Frame, FrameSource, ReconnectingSource
@@ -56,12 +55,12 @@ class Pipeline:
     only converts to a QImage and emits); ``on_end`` when the input ends or a stage fails.
     """
 
-    def __init__(self, source: FrameSource, backend: Backend, body: BodyModel | None, settings: LiveSettings,
+    def __init__(self, source: FrameSource, model: PeopleModel, body: BodyModel | None, settings: LiveSettings,
                  cfg: PipelineCfg, sinks: list[Sink] | None = None, record: RecordRequest | None = None,
                  on_output: Callable[[FrameOutput], None] | None = None,
                  on_end: Callable[[], None] | None = None) -> None:
         self.source = source
-        self.backend = backend
+        self.model = model
         self.body = body
         self.settings = settings
         self.cfg = cfg
@@ -209,16 +208,12 @@ class Pipeline:
                 if self.capture.error is not None:
                     raise self.capture.error
                 break
-            t0 = time.perf_counter()
-            image, box = letterbox(frame.image, self.backend.input_size)
-            t1 = time.perf_counter()
-            maps = self.backend.infer(image[None])
-            t2 = time.perf_counter()
-            people = decode_people(maps["center_map"][0], maps["params_maps"][0], box.input_size,
-                                   DecodeCfg(st.threshold, st.max_people))
-            t3 = time.perf_counter()
             if not self.cfg.temporal:
                 self.tracker.reset()
+                self.model.reset()
+            result = self.model(frame.image, PeopleQuery(st.threshold, st.max_people))
+            people, box = result.people, result.box
+            t3 = time.perf_counter()
             centers, sizes = person_boxes(people.cam, box)
             upd = self.tracker.update(centers, sizes, people.cam[:, 0], people.body_pose)
             people.track_ids = upd.ids
@@ -228,8 +223,7 @@ class Pipeline:
                     self.smoother.set_strength(st.smooth_strength)
                 people = self.smoother.apply(people, frame.t_media)
             t4 = time.perf_counter()
-            timings = {"capture": frame.capture_ms, "preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
-                       "decode": (t3 - t2) * 1e3, "track": (t4 - t3) * 1e3}
+            timings = {"capture": frame.capture_ms, **result.timings_ms, "track": (t4 - t3) * 1e3}
             self._put((frame, people, box, timings))
         self._put(_END)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from engine.errors import CaptureError, ModelFileError
 
 from .capture import FrameSource, ImageListSource, ReconnectingSource, open_source
-from .config import DEMO_DIR, AppCfg
+from .config import DEMO_DIR, REALFOOTAGE_DIR, AppCfg
 from .export_mesh import MeshExporter
 from .outputs import NpzSink, check_output_dir
 from .pipeline import LiveSettings, Pipeline, PipelineCfg, RecordRequest, Sink
@@ -54,22 +54,29 @@ def check_outputs(cfg: AppCfg) -> None:
 
 
 def open_model(cfg: AppCfg):
-    """Backend and body model (the slow part: ONNX export on first use of a checkpoint)."""
+    """People model and body model (the slow part: ONNX export on first use of a checkpoint)."""
     import torch
 
     from engine.body import create_body_model
-    from engine.runtime.auto import open_backend
 
-    if not cfg.checkpoint.is_file():
-        raise ModelFileError(f"checkpoint not found: {cfg.checkpoint}; pass --checkpoint with an InstanceHMR "
-                             "weights file")
     torch.set_num_threads(1)  # the body model is tiny; more threads only fight the inference thread
     t = time.perf_counter()
-    backend = open_backend(cfg.checkpoint, cfg.backend, threads=cfg.threads)
     body = create_body_model(cfg.body_model, smpl_path=cfg.smpl_dir)
-    log.info("model ready in %.1f s: %s %s (%s), body %s", time.perf_counter() - t, backend.spec.name,
-             backend.spec.precision, backend.spec.note, type(body).__name__)
-    return backend, body
+    if cfg.model == "realfootage":
+        from engine.frame_models import open_realfootage
+
+        model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=cfg.landmarks, threads=cfg.threads,
+                                 detect_every=cfg.detect_every)
+    else:
+        from engine.frame_models import open_instancehmr
+
+        if cfg.checkpoint is None or not cfg.checkpoint.is_file():
+            raise ModelFileError(f"checkpoint not found: {cfg.checkpoint}; pass --checkpoint with an InstanceHMR "
+                                 "weights file")
+        model = open_instancehmr(cfg.checkpoint, cfg.backend, threads=cfg.threads,
+                                 synthetic_demo=cfg.model == "demo")
+    log.info("model ready in %.1f s: %s, body %s", time.perf_counter() - t, model.info.title, type(body).__name__)
+    return model, body
 
 
 def live_faces(body, budget: int):
@@ -140,14 +147,15 @@ def build_session(cfg: AppCfg, render: bool, on_output=None, on_end=None) -> Ses
     check_outputs(cfg)
     source = open_input(cfg)
     try:
-        backend, body = open_model(cfg)
+        model, body = open_model(cfg)
     except BaseException:
         source.release()
         raise
     is_file = not source.live
     every_frame = is_file and (cfg.headless or cfg.record is not None or cfg.save_npz is not None
                                or cfg.export_mesh is not None)
-    settings = LiveSettings(threshold=cfg.threshold, max_people=cfg.max_people, smooth=cfg.smooth,
+    threshold = model.info.default_threshold if cfg.threshold is None else cfg.threshold
+    settings = LiveSettings(threshold=threshold, max_people=cfg.max_people, smooth=cfg.smooth,
                             smooth_strength=cfg.smooth_strength, show_mesh=cfg.show_mesh,
                             show_skeleton=cfg.show_skeleton, show_centers=cfg.show_centers, opacity=cfg.opacity)
     images = isinstance(source, ImageListSource)
@@ -168,5 +176,5 @@ def build_session(cfg: AppCfg, render: bool, on_output=None, on_end=None) -> Ses
     record = None
     if cfg.record is not None:
         record = RecordRequest(cfg.record, source.fps, block=every_frame, timed=source.live)
-    pipe = Pipeline(source, backend, body, settings, pcfg, sinks, record, on_output=on_output, on_end=on_end)
+    pipe = Pipeline(source, model, body, settings, pcfg, sinks, record, on_output=on_output, on_end=on_end)
     return Session(cfg, source, pipe, settings, npz, meshes, record)

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STAGES = ("capture", "preprocess", "inference", "decode", "track", "body_model", "render", "encode")
-SHORT = {"capture": "cap", "preprocess": "pre", "inference": "infer", "decode": "dec", "track": "track",
-         "body_model": "body", "render": "render", "encode": "enc"}
+# InstanceHMR reports preprocess/inference/decode, the real-footage model detect/landmarks/fit
+STAGES = ("capture", "preprocess", "inference", "decode", "detect", "landmarks", "fit", "track", "body_model",
+          "render", "encode")
+SHORT = {"capture": "cap", "preprocess": "pre", "inference": "infer", "decode": "dec", "detect": "det",
+         "landmarks": "lmk", "fit": "fit", "track": "track", "body_model": "body", "render": "render",
+         "encode": "enc"}
 
 
 @dataclass

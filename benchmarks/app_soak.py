@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 from app.capture import FrameSource, VideoSource
-from app.config import DEFAULT_CHECKPOINT
+from app.config import DEMO_CHECKPOINT
 from app.pipeline import LiveSettings, Pipeline, PipelineCfg, RecordRequest
 from app.session import coarse_faces, live_faces
 
@@ -99,10 +99,11 @@ def main() -> int:
 
     from app.devtools import make_scene_checkpoint
     from engine.body import create_body_model
+    from engine.frame_models.bottomup import BottomUpModel
     from engine.runtime.auto import open_backend
 
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
-    ckpt = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
+    ckpt = args.checkpoint or (DEMO_CHECKPOINT if DEMO_CHECKPOINT.exists() else None)
     model_note = str(ckpt) if ckpt else "synthetic scene model (app.devtools; bundled demo model not present)"
     ckpt = ckpt or make_scene_checkpoint(tmp / "scene.pt")
     torch.set_num_threads(1)
@@ -117,7 +118,7 @@ def main() -> int:
     cfg = PipelineCfg(live=live, render=True, max_frames=args.frames, live_faces=live_faces(body, 1600),
                       coarse_faces=coarse_faces(body, 1600))
     samples: list[tuple[int, float]] = []
-    pipe = Pipeline(source, backend, body, LiveSettings(), cfg, record=record)
+    pipe = Pipeline(source, BottomUpModel(backend), body, LiveSettings(), cfg, record=record)
     gc.collect()
     gc.freeze()
     t0 = time.perf_counter()

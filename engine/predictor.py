@@ -1,5 +1,5 @@
-"""The whole per-frame path in one object, for scripts, tests and headless use:
-letterbox -> backend -> decode -> body model -> projection. The app runs the same stages on separate threads.
+"""The whole per-frame path in one object, for scripts, tests and headless use: people model -> body model ->
+projection. The app runs the same stages on separate threads.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .body import BodyModel
-from .decode import DecodeCfg, decode_people
+from .frame_models.base import PeopleModel, PeopleQuery
 from .postprocess import people_to_meshes
-from .preprocess import letterbox
-from .runtime.base import Backend
 from .types import Letterbox, Meshes, People
 
 
@@ -26,20 +24,14 @@ class FrameResult:
 
 
 class Predictor:
-    def __init__(self, backend: Backend, body: BodyModel | None, decode: DecodeCfg | None = None) -> None:
-        self.backend = backend
+    def __init__(self, model: PeopleModel, body: BodyModel | None, query: PeopleQuery | None = None) -> None:
+        self.model = model
         self.body = body
-        self.decode_cfg = decode or DecodeCfg()
+        self.query = query or PeopleQuery(threshold=model.info.default_threshold)
 
     def __call__(self, frame_bgr: np.ndarray) -> FrameResult:
-        t = [time.perf_counter()]
-        image, box = letterbox(frame_bgr, self.backend.input_size)
-        t.append(time.perf_counter())
-        maps = self.backend.infer(image[None])
-        t.append(time.perf_counter())
-        people = decode_people(maps["center_map"][0], maps["params_maps"][0], box.input_size, self.decode_cfg)
-        t.append(time.perf_counter())
-        meshes = people_to_meshes(people, self.body, box) if self.body is not None else None
-        t.append(time.perf_counter())
-        names = ("preprocess", "inference", "decode", "body_model")
-        return FrameResult(people, meshes, box, {k: (b - a) * 1e3 for k, a, b in zip(names, t, t[1:])})
+        result = self.model(frame_bgr, self.query)
+        t0 = time.perf_counter()
+        meshes = people_to_meshes(result.people, self.body, result.box) if self.body is not None else None
+        timings = {**result.timings_ms, "body_model": (time.perf_counter() - t0) * 1e3}
+        return FrameResult(result.people, meshes, result.box, timings)

@@ -1,8 +1,9 @@
 """Per-stage benchmark of the whole per-frame path on a video: where the milliseconds go.
 
-Stages, timed separately per frame: decode frame (OpenCV), preprocess (letterbox), inference (backend), decode people
-(host peak picking), body model (mesh for every person), render overlay (mesh painter), encode video (mp4v). The
-pipeline here runs them sequentially on one thread, so end-to-end FPS is 1000 / mean per-frame total; the app
+Stages, timed separately per frame: decode frame (OpenCV), the people model's own stages (InstanceHMR: preprocess,
+inference, decode; the real-footage model: detect, landmarks, fit), body model (mesh for every person), render
+overlay (mesh painter), encode video (mp4v). The model runs through the same :class:`PeopleModel` call as the app.
+The pipeline here runs them sequentially on one thread, so end-to-end FPS is 1000 / mean per-frame total; the app
 overlaps stages on threads and can do better. Body model and renderer are imported lazily and reported as
 "n/a (not available)" when their modules are missing. ``profile_ops`` runs ONNX Runtime's profiler to show which
 nodes dominate inference.
@@ -21,26 +22,28 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.decode import DecodeCfg, decode_people
-from engine.preprocess import letterbox
-from engine.runtime.base import Backend
+from engine.frame_models.base import PeopleModel, PeopleQuery
 
 __all__ = ["STAGES", "BenchResult", "machine_info", "profile_ops", "run_bench"]
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode frame", "preprocess", "inference", "decode people", "body model", "render overlay", "encode video")
+STAGES = ("decode frame", "body model", "render overlay", "encode video")  # plus the model's own stages
+MODEL_STAGE = "model"  # total of the model's stages (the "inference" line of a bottom-up network)
 
 
 @dataclass
 class BenchResult:
-    backend: str
-    note: str
-    input_size: int
+    model: str
     frames: int
     people_mean: float
     times_ms: dict[str, list[float]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    model_stages: tuple[str, ...] = ()
+
+    @property
+    def model_times(self) -> dict[str, list[float]]:
+        return {s: v for s, v in self.times_ms.items() if s in self.model_stages}
 
     def stat(self, stage: str) -> tuple[float, float]:
         v = self.times_ms.get(stage) or [float("nan")]
@@ -51,19 +54,22 @@ class BenchResult:
         return np.sum([np.asarray(v) for v in self.times_ms.values() if v], axis=0)
 
     def lines(self) -> list[str]:
-        out = [f"backend {self.backend} ({self.note}), input {self.input_size}, {self.frames} timed frames, "
-               f"{self.people_mean:.1f} people/frame"]
+        out = [f"model {self.model}, {self.frames} timed frames, {self.people_mean:.1f} people/frame"]
         out.append(f"  {'stage':16s} {'median ms':>10s} {'p95 ms':>10s}")
-        for s in STAGES:
+        for s in [*self.times_ms, *self.unavailable]:
             if s in self.unavailable:
                 out.append(f"  {s:16s} {self.unavailable[s]}")
             else:
                 med, p95 = self.stat(s)
                 out.append(f"  {s:16s} {med:10.2f} {p95:10.2f}")
-        others = [np.asarray(v) for s, v in self.times_ms.items() if s != "inference" and v]
+        model = [np.asarray(v) for s, v in self.model_times.items() if v]
+        if model:
+            m = np.sum(model, axis=0)
+            out.append(f"  {'model (all)':16s} {np.median(m):10.2f} {np.percentile(m, 95):10.2f}")
+        others = [np.asarray(v) for s, v in self.times_ms.items() if s not in self.model_times and v]
         if others:
             o = np.sum(others, axis=0)
-            out.append(f"  {'non-inference':16s} {np.median(o):10.2f} {np.percentile(o, 95):10.2f}")
+            out.append(f"  {'non-model':16s} {np.median(o):10.2f} {np.percentile(o, 95):10.2f}")
         tot = self.total_ms
         out.append(f"  {'total':16s} {np.median(tot):10.2f} {np.percentile(tot, 95):10.2f}   "
                    f"end-to-end {1000.0 / np.mean(tot):.1f} FPS (sequential)")
@@ -117,7 +123,7 @@ def _body_and_renderer() -> tuple[object | None, object | None, dict[str, str]]:
     return body, renderer, missing
 
 
-def run_bench(backend: Backend, video: str, frames: int, warmup: int = 3, threshold: float = 0.2,
+def run_bench(model: PeopleModel, video: str, frames: int, warmup: int = 3, threshold: float | None = None,
               record: bool = True) -> BenchResult:
     """Time every stage on up to ``frames`` frames of ``video`` (after ``warmup`` untimed frames)."""
     import cv2
@@ -130,44 +136,46 @@ def run_bench(backend: Backend, video: str, frames: int, warmup: int = 3, thresh
     body, renderer, missing = _body_and_renderer()
     if body is not None:
         from engine.postprocess import people_to_meshes
-    times: dict[str, list[float]] = {s: [] for s in STAGES if s not in missing}
-    res = BenchResult(backend.spec.name, backend.spec.note, backend.input_size, 0, 0.0, times, missing)
-    cfg = DecodeCfg(threshold=threshold)
+    times: dict[str, list[float]] = {}
+    res = BenchResult(model.info.title, 0, 0.0, times, missing)
+    query = PeopleQuery(threshold=model.info.default_threshold if threshold is None else threshold)
     tmp = tempfile.TemporaryDirectory()
     writer = None
     people_total = 0
     try:
         for i in range(frames + warmup):
-            t = [time.perf_counter()]
+            step: dict[str, float] = {}
+            t0 = time.perf_counter()
             ok, frame = cap.read()
             if not ok:
                 break
-            t.append(time.perf_counter())
-            image, box = letterbox(frame, backend.input_size)
-            t.append(time.perf_counter())
-            maps = backend.infer(image[None])
-            t.append(time.perf_counter())
-            people = decode_people(maps["center_map"][0], maps["params_maps"][0], box.input_size, cfg)
-            t.append(time.perf_counter())
+            step["decode frame"] = (time.perf_counter() - t0) * 1e3
+            result = model(frame, query)
+            people, box = result.people, result.box
+            res.model_stages = tuple(result.timings_ms)
+            step.update(result.timings_ms)
             meshes = None
             if body is not None:
+                t0 = time.perf_counter()
                 meshes = people_to_meshes(people, body, box) if len(people) else None
-                t.append(time.perf_counter())
+                step["body model"] = (time.perf_counter() - t0) * 1e3
             out = frame
             if renderer is not None and body is not None:
                 annot, scene_cls, render = renderer
+                t0 = time.perf_counter()
                 out = render(frame, scene_cls(people, meshes, box), [annot])
-                t.append(time.perf_counter())
+                step["render overlay"] = (time.perf_counter() - t0) * 1e3
             if record:
+                t0 = time.perf_counter()
                 if writer is None:
                     h, w = out.shape[:2]
                     writer = cv2.VideoWriter(str(Path(tmp.name) / "bench.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
                                              25.0, (w, h))
                 writer.write(out)
-                t.append(time.perf_counter())
+                step["encode video"] = (time.perf_counter() - t0) * 1e3
             if i >= warmup:
-                for stage, a, b in zip(times, t, t[1:]):
-                    times[stage].append((b - a) * 1e3)
+                for stage, ms in step.items():
+                    times.setdefault(stage, []).append(ms)
                 people_total += len(people)
                 res.frames += 1
     finally:
@@ -176,7 +184,6 @@ def run_bench(backend: Backend, video: str, frames: int, warmup: int = 3, thresh
             writer.release()
         tmp.cleanup()
     if not record:
-        times.pop("encode video", None)
         missing["encode video"] = "skipped (--no-record)"
     res.people_mean = people_total / max(res.frames, 1)
     return res

@@ -127,9 +127,9 @@ DEMO_CLIPS = sorted((ROOT / "assets" / "demo").glob("*.mp4"))
 @pytest.mark.skipif(not DEMO_CLIPS, reason="no bundled demo clip in assets/demo/ yet")
 def test_bundled_demo_clip(tmp_path, env, ckpt):
     """The whole demo clip, with the bundled demo model when it is there (else the synthetic scene model)."""
-    from app.config import DEFAULT_CHECKPOINT
+    from app.config import DEMO_CHECKPOINT
 
-    model = DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else ckpt
+    model = DEMO_CHECKPOINT if DEMO_CHECKPOINT.exists() else ckpt
     clip = DEMO_CLIPS[0]
     out = tmp_path / "demo.mp4"
     p = run_app(env, "--input", clip, "--checkpoint", model, "--headless", "--record", out, "--save-npz", tmp_path)

@@ -21,6 +21,7 @@ from app.session import build_session, live_faces
 from engine.body import create_body_model
 from engine.checkpoint import load_network
 from engine.errors import CaptureError
+from engine.frame_models.bottomup import BottomUpModel
 from engine.runtime.torch_backend import TorchBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,7 +35,7 @@ def ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def engine_parts(ckpt):
     torch.set_num_threads(1)
-    return TorchBackend(load_network(ckpt), threads=1), create_body_model("anny")
+    return BottomUpModel(TorchBackend(load_network(ckpt), threads=1)), create_body_model("anny")
 
 
 class Camera(FrameSource):
@@ -53,14 +54,14 @@ class Camera(FrameSource):
 
 
 def test_live_mode_drops_stale_frames_and_stops_cleanly(engine_parts):
-    backend, body = engine_parts
+    model, body = engine_parts
     got = []
 
     def slow_consumer(out) -> None:
         got.append(out.frame.index)
         time.sleep(0.05)
 
-    pipe = Pipeline(Camera(), backend, body, LiveSettings(), PipelineCfg(live=True), on_output=slow_consumer)
+    pipe = Pipeline(Camera(), model, body, LiveSettings(), PipelineCfg(live=True), on_output=slow_consumer)
     pipe.start()
     time.sleep(2.0)
     t = time.perf_counter()
@@ -76,10 +77,10 @@ def test_live_mode_drops_stale_frames_and_stops_cleanly(engine_parts):
 def test_file_mode_processes_every_frame(engine_parts, tmp_path):
     from app.capture import VideoSource
 
-    backend, body = engine_parts
+    model, body = engine_parts
     clip = write_synthetic_video(tmp_path / "c.mp4", frames=12)
     got = []
-    pipe = Pipeline(VideoSource(str(clip)), backend, body, LiveSettings(), PipelineCfg(live=False),
+    pipe = Pipeline(VideoSource(str(clip)), model, body, LiveSettings(), PipelineCfg(live=False),
                     on_output=lambda out: (got.append(out.frame.index), time.sleep(0.02)))
     pipe.start()
     assert pipe.wait(60)
@@ -119,7 +120,7 @@ def test_camera_lost_mid_run_ends_with_error_after_saving(ckpt, tmp_path, monkey
 def test_smpl_body_with_simplified_live_mesh(engine_parts, tmp_path):
     from synthetic_smpl import make_synthetic_smpl, write_npz
 
-    backend, _ = engine_parts
+    model, _ = engine_parts
     path = write_npz(tmp_path / "SMPL_NEUTRAL.npz", make_synthetic_smpl())
     body = create_body_model("smpl", smpl_path=path)
     faces = live_faces(body, 1600)
@@ -128,7 +129,7 @@ def test_smpl_body_with_simplified_live_mesh(engine_parts, tmp_path):
     done = threading.Event()
     src = Camera(frames=3)
     src.live = False
-    pipe = Pipeline(src, backend, body, LiveSettings(), PipelineCfg(live=False, live_faces=faces),
+    pipe = Pipeline(src, model, body, LiveSettings(), PipelineCfg(live=False, live_faces=faces),
                     on_output=out.append, on_end=done.set)
     pipe.start()
     assert done.wait(60)

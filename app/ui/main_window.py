@@ -59,7 +59,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.last_output: FrameOutput | None = None
         self.frames_shown = 0
         self.slot_ms_max = 0.0
-        self.setWindowTitle(f"InstanceHMR live - {session.source.name}")
+        self.setWindowTitle(f"{session.source.name} - {session.pipeline.model.info.title}")
+        info = session.pipeline.model.info
+        self._model_line = f"{info.label} · {info.backend}" + (" · SYNTHETIC DEMO MODEL" if info.synthetic_demo
+                                                                else "")
         self.overlay = ImageView("waiting for the first frame...")
         self.view3d_widget = ImageView("3D view")
         self.overlay.help_text = "\n".join(f"{k:>6}  {d}" for k, _, d in SHORTCUTS)
@@ -224,7 +227,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _update_hud(self) -> None:
         snap = self.pipeline.snapshot()
-        lines = snap.hud_lines()
+        lines = [self._model_line, *snap.hud_lines()]
         lines.append(f"ui: paint {self.overlay.paint_ms:.1f} ms, busy max {self.busy.max_ms:.0f} ms"
                      + (f", 3D {self.view3d.render_ms:.0f} ms" if self.view3d else ""))
         if self.paused:

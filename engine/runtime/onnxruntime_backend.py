@@ -14,17 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, ModelFileError
+from ..errors import ModelFileError
 from .base import INPUT_NAME, OUTPUT_NAMES, Backend, BackendSpec
+from .graph import DEFAULT_PROVIDERS, create_session, device_of
 from .meta import META_KEY, ArtifactMeta
 
 __all__ = ["DEFAULT_PROVIDERS", "OnnxRuntimeBackend"]
 
 log = logging.getLogger(__name__)
-
-# preference order; only the ones compiled into the installed onnxruntime are requested
-DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-_DEVICE = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 
 
 class OnnxRuntimeBackend(Backend):
@@ -40,44 +37,18 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, path: str | Path, intra_op_threads: int = 2, inter_op_threads: int = 1,
                  providers: Sequence[str] | None = None, expect_checkpoint_sha256: str | None = None) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelFileError(f"ONNX model not found: {self.path} (export one with "
-                                 "`python -m export onnx --checkpoint CKPT --output M.onnx`)")
-        available = set(ort.get_available_providers())
-        wanted = [p for p in (providers or DEFAULT_PROVIDERS) if p in available]
-        if not wanted:
-            raise BackendError(f"none of the requested ONNX Runtime providers {list(providers or [])} is available "
-                               f"(installed: {sorted(available)})")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = intra_op_threads
-        opts.inter_op_num_threads = inter_op_threads
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3  # provider load failures are reported through get_providers() below
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=wanted)
-        except Exception as e:  # ORT raises Fail/InvalidProtobuf/InvalidGraph/NotImplemented (pybind types)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise ModelFileError(f"{self.path} is not a loadable ONNX model ({type(e).__name__}: {first}); "
-                                 "re-export it with `python -m export onnx --checkpoint CKPT`") from e
+        hint = "export one with `python -m export onnx --checkpoint CKPT --output M.onnx`"
+        self.session, used, note = create_session(self.path, intra_op_threads, inter_op_threads, providers, hint)
         self.meta = self._read_meta()
         if expect_checkpoint_sha256 is not None and self.meta.checkpoint_sha256 != expect_checkpoint_sha256:
             raise ModelFileError(f"{self.path} was exported from another checkpoint (sha256 "
                                  f"{self.meta.checkpoint_sha256[:12] or '?'} != {expect_checkpoint_sha256[:12]}); "
                                  "re-export it")
         self._check_io()
-        used = self.session.get_providers()
-        if wanted[0] != used[0]:
-            log.warning("ONNX Runtime could not use %s; running on %s", wanted[0], used[0])
-        self.providers = tuple(used)
+        self.providers = used
         fp = "fp16" if self.session.get_inputs()[0].type == "tensor(float16)" else self.meta.precision
-        note = f"{used[0]}, intra_op={intra_op_threads}"
-        if wanted[0] != used[0]:
-            note += f" ({wanted[0]} failed to load)"
-        self.spec = BackendSpec("onnxruntime", _DEVICE.get(used[0], used[0]), fp, self.meta.input_size, note)
+        self.spec = BackendSpec("onnxruntime", device_of(used[0]), fp, self.meta.input_size, note)
         self._fp16_input = fp == "fp16" and self.session.get_inputs()[0].type == "tensor(float16)"
 
     def _read_meta(self) -> ArtifactMeta:

@@ -1,0 +1,171 @@
+"""The real-footage default: detect people, track their landmark ROIs, fit the body model by inverse kinematics.
+
+Why this shape: a network trained only on synthetic renders does not transfer to real video, and no real-trained
+mesh regressor ships in a registry package; real-trained detectors and landmark networks do. So:
+
+1. **Detect** (NanoDet, COCO person class) every ``detect_every`` frames, or every frame while nobody is tracked.
+   Detections that overlap a tracked person are ignored: the detector only has to find people who are new.
+2. **Landmarks** (BlazePose) for every tracked person in one batched call, on an upright crop whose framing comes
+   from the previous frame's auxiliary alignment points (mid-hip and scale point), as the network was trained.
+   A new person is cropped twice on the first frame (box framing, then its own alignment points). People whose
+   pose flag drops below ``flag_threshold`` are let go; two tracks that converged on one person are merged.
+3. **Fit**: the world landmarks (metres, camera axes) drive an IK fit of the body model (root and limb swings,
+   observable twists, shape from bone lengths on SMPL); the weak-perspective camera comes from a least-squares fit
+   of the fitted joints onto the image landmarks. The result is the same :class:`~engine.types.People` the
+   bottom-up network produces, so tracking, smoothing, rendering and exports are shared.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..bodyfit import BodyFitter, fit_camera, landmarks_to_smpl_joints
+from ..decode import cam_to_translation
+from ..realfootage.detector import PersonDetector, iou_matrix
+from ..realfootage.landmarks import BlazePoseLandmarks, Landmarks
+from ..realfootage.roi import Rois, rois_from_boxes
+from ..types import Letterbox, People
+from .base import FramePeople, ModelInfo, PeopleModel, PeopleQuery
+
+__all__ = ["RealFootageCfg", "RealFootageModel"]
+
+NOMINAL_INPUT = 512  # the letterbox size People.center_preds are expressed in (no network reads it)
+
+
+@dataclass(frozen=True)
+class RealFootageCfg:
+    """Tuning of the detect -> track -> fit loop.
+
+    Attributes:
+        detect_every: frames between detector passes while people are tracked (1 = every frame).
+        flag_threshold: landmark pose-flag probability below which a track is dropped.
+        box_scale: ROI side as a multiple of the detector box's longer side (first crop of a new person).
+        new_iou: a detection overlapping a tracked person's box by more than this is not a new person.
+        merge_iou: two tracks whose landmark boxes overlap more than this are one person.
+        min_visible: fewest landmarks with visibility >= 0.5 for a person to be reported.
+    """
+
+    detect_every: int = 4
+    flag_threshold: float = 0.5
+    box_scale: float = 1.25
+    new_iou: float = 0.3
+    merge_iou: float = 0.6
+    min_visible: int = 6
+
+
+class RealFootageModel(PeopleModel):
+    """Detector + per-person landmarks + IK, behind the frame-in/people-out interface.
+
+    Args:
+        detector: the person detector.
+        landmarks: the landmark network.
+        fitter: IK onto the body model that renders the people.
+        info: what runs (for the UI).
+        cfg: loop tuning.
+    """
+
+    def __init__(self, detector: PersonDetector, landmarks: BlazePoseLandmarks, fitter: BodyFitter, info: ModelInfo,
+                 cfg: RealFootageCfg | None = None) -> None:
+        self.detector = detector
+        self.landmarks = landmarks
+        self.fitter = fitter
+        self.info = info
+        self.cfg = cfg or RealFootageCfg()
+        self.reset()
+
+    def reset(self) -> None:
+        self._rois = Rois.concat([])
+        self._frame = 0
+
+    def __call__(self, frame_bgr: np.ndarray, query: PeopleQuery) -> FramePeople:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        tracked = self.landmarks(rgb, self._rois)
+        tracked = tracked.select(tracked.flag >= cfg.flag_threshold)
+        t1 = time.perf_counter()
+        detect_ms = 0.0
+        if len(tracked) == 0 or self._frame % cfg.detect_every == 0:
+            dets = self.detector(frame_bgr, query.threshold, query.max_people)
+            t_det = time.perf_counter()
+            detect_ms = (t_det - t1) * 1e3
+            if len(dets) and len(tracked):
+                overlap = iou_matrix(dets.boxes, tracked.boxes()).max(axis=1)
+                dets.boxes = dets.boxes[overlap <= cfg.new_iou]
+            if len(dets.boxes):
+                first = self.landmarks(rgb, rois_from_boxes(dets.boxes, cfg.box_scale))
+                first = first.select(first.flag >= cfg.flag_threshold)
+                fresh = self.landmarks(rgb, first.next_rois)  # re-framed on its own alignment points
+                fresh = fresh.select(fresh.flag >= cfg.flag_threshold)
+                tracked = _concat(tracked, fresh)
+            t1 = t_det
+        tracked = self._merge(tracked)[: query.max_people]
+        visible = (tracked.visibility >= 0.5).sum(axis=1) >= cfg.min_visible
+        tracked = tracked.select(visible)
+        self._rois = tracked.next_rois
+        self._frame += 1
+        t2 = time.perf_counter()
+        h, w = frame_bgr.shape[:2]
+        box = Letterbox.for_frame(h, w, NOMINAL_INPUT)
+        people = self._people(tracked, box)
+        t3 = time.perf_counter()
+        landmark_ms = (t2 - t0) * 1e3 - detect_ms
+        return FramePeople(people, box, {"detect": detect_ms, "landmarks": landmark_ms, "fit": (t3 - t2) * 1e3})
+
+    def _merge(self, lm: Landmarks) -> Landmarks:
+        """Drop tracks that converged on a person already kept (the one with the higher flag wins)."""
+        if len(lm) < 2:
+            return lm
+        order = np.argsort(-lm.flag, kind="stable")
+        ious = iou_matrix(lm.boxes(), lm.boxes())
+        keep: list[int] = []
+        for i in order:
+            if all(ious[i, j] <= self.cfg.merge_iou for j in keep):
+                keep.append(int(i))
+        return lm.select(np.asarray(keep, np.int64))
+
+    def _people(self, lm: Landmarks, box: Letterbox) -> People:
+        n = len(lm)
+        if n == 0:
+            return People.empty()
+        fit = self.fitter.fit(lm.world, lm.visibility)
+        joints2d, conf2d = landmarks_to_smpl_joints(lm.image, lm.visibility)
+        norm = _to_normalised(joints2d[..., :2], box)
+        cam = fit_camera(fit.joints, norm, conf2d).astype(np.float32)
+        ok = np.isfinite(cam).all(axis=1) & (cam[:, 0] > 1e-4)
+        if not ok.all():
+            lm, fit, cam, norm = lm.select(ok), _select_fit(fit, ok), cam[ok], norm[ok]
+            n = int(ok.sum())
+            if n == 0:
+                return People.empty()
+        pelvis = norm[:, 0]
+        centers = ((pelvis + 1.0) * (box.padded_side / 2.0) * box.scale).astype(np.float32)
+        return People(center_preds=centers, center_confs=lm.flag.astype(np.float32), cam=cam,
+                      global_orient=fit.global_orient.astype(np.float32), body_pose=fit.body_pose.astype(np.float32),
+                      betas=fit.betas.astype(np.float32), cam_trans=cam_to_translation(cam),
+                      track_ids=np.full(n, -1, np.int64))
+
+
+def _to_normalised(px: np.ndarray, box: Letterbox) -> np.ndarray:
+    """Frame pixels -> the letterboxed square's [-1, 1] coordinates (the weak-perspective camera's frame)."""
+    out = px.astype(np.float64).copy()
+    out[..., 0] += box.pad_left
+    out[..., 1] += box.pad_top
+    return out * (2.0 / box.padded_side) - 1.0
+
+
+def _select_fit(fit, idx):
+    from dataclasses import fields, replace
+
+    return replace(fit, **{f.name: getattr(fit, f.name)[idx] for f in fields(fit)
+                           if isinstance(getattr(fit, f.name), np.ndarray)})
+
+
+def _concat(a: Landmarks, b: Landmarks) -> Landmarks:
+    return Landmarks(np.concatenate([a.image, b.image]), np.concatenate([a.visibility, b.visibility]),
+                     np.concatenate([a.presence, b.presence]), np.concatenate([a.world, b.world]),
+                     np.concatenate([a.flag, b.flag]), Rois.concat([a.next_rois, b.next_rois]))

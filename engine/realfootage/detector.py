@@ -1,0 +1,128 @@
+"""People boxes from NanoDet, a COCO object detector trained on real photos (person = class 0).
+
+Why a COCO detector in front of BlazePose: BlazePose's own detector is face-anchored and trained for close range;
+on street footage it misses small, distant and back-turned people. NanoDet is anchor-free (GFL head): every cell of
+three feature maps (strides 8, 16, 32 over a 416x416 input) gives 80 class scores (already sigmoid) and, per box
+side, a distribution over 0..reg_max cell units whose expectation is the distance from the cell to that side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..runtime.graph import OnnxGraph
+
+__all__ = ["Detections", "PersonDetector", "nms"]
+
+PERSON = 0
+# NanoDet's training normalisation (BGR order, 0..255 input)
+NANODET_MEAN = (103.53, 116.28, 123.675)
+NANODET_STD = (57.375, 57.12, 58.395)
+STRIDES = (8, 16, 32)
+
+
+@dataclass
+class Detections:
+    """M person boxes in frame pixels: boxes [M, 4] (x1, y1, x2, y2), scores [M], best first."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[M, 4] x [K, 4] boxes -> [M, K] intersection over union."""
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    ious = iou_matrix(boxes, boxes)
+    suppressed = np.zeros(len(scores), bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(int(i))
+        suppressed |= ious[i] > iou
+    return np.asarray(keep, np.int64)
+
+
+class PersonDetector:
+    """NanoDet on a letterboxed frame (keeps the aspect ratio: people are not squashed).
+
+    Args:
+        graph: the converted detector with outputs ``cls_8/16/32`` [1, HW, 80] and ``box_8/16/32`` [1, HW, 4*(R+1)].
+        mean / std: per-channel input normalisation in the channel order the network expects (BGR for NanoDet),
+            from the model's provenance record.
+        iou: NMS overlap above which the weaker box is dropped.
+    """
+
+    OUTPUTS = tuple(f"{k}_{s}" for k in ("cls", "box") for s in STRIDES)
+
+    def __init__(self, graph: OnnxGraph, mean: tuple[float, float, float] = NANODET_MEAN,
+                 std: tuple[float, float, float] = NANODET_STD, bgr: bool = True, iou: float = 0.5) -> None:
+        self.graph = graph
+        self.input_name = graph.input_names[0]
+        shape = graph.input_shapes[self.input_name]
+        self.size = int(shape[-1])
+        self.mean = np.asarray(mean, np.float32)
+        self.inv_std = 1.0 / np.asarray(std, np.float32)
+        self.bgr = bgr
+        self.iou = iou
+        self._grids = {s: self._grid(s) for s in STRIDES}
+
+    def _grid(self, stride: int) -> np.ndarray:
+        n = self.size // stride
+        ys, xs = np.divmod(np.arange(n * n), n)
+        return np.stack([xs, ys], axis=1).astype(np.float32) * stride
+
+    def preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        """Letterbox to the top-left of a size x size canvas: (NCHW float32 [1, 3, S, S], frame->input scale)."""
+        h, w = frame_bgr.shape[:2]
+        k = self.size / max(h, w)
+        nw, nh = max(1, round(w * k)), max(1, round(h * k))
+        canvas = np.zeros((self.size, self.size, 3), np.float32)
+        img = cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        if not self.bgr:
+            img = img[:, :, ::-1]
+        canvas[:nh, :nw] = (img - self.mean) * self.inv_std
+        return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]), k
+
+    def __call__(self, frame_bgr: np.ndarray, threshold: float, max_people: int = 64) -> Detections:
+        x, k = self.preprocess(frame_bgr)
+        out = self.graph.run({self.input_name: x})
+        boxes, scores = [], []
+        for s in STRIDES:
+            cls = out[f"cls_{s}"][0, :, PERSON]
+            keep = np.flatnonzero(cls > threshold)
+            if len(keep) == 0:
+                continue
+            dist = out[f"box_{s}"][0, keep].reshape(len(keep), 4, -1)
+            dist = np.exp(dist - dist.max(axis=2, keepdims=True))
+            dist /= dist.sum(axis=2, keepdims=True)
+            d = (dist @ np.arange(dist.shape[2], dtype=np.float32)) * s  # [K, 4] left, top, right, bottom
+            c = self._grids[s][keep]
+            boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1))
+            scores.append(cls[keep])
+        if not boxes:
+            return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+        b = np.concatenate(boxes) / k
+        sc = np.concatenate(scores)
+        h, w = frame_bgr.shape[:2]
+        b = np.clip(b, 0, [w, h, w, h]).astype(np.float32)
+        keep = nms(b, sc, self.iou)[:max_people]
+        return Detections(b[keep], sc[keep].astype(np.float32))
