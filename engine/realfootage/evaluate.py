@@ -1,0 +1,129 @@
+"""Detection quality on hand-boxed real images: what a user sees (the rendered bodies) against the people there.
+
+A predicted person is the box around its projected mesh, i.e. exactly the body drawn over the picture, so a
+correct detection with a wildly wrong size counts as a miss plus a false positive. Greedy matching by IoU (best
+pairs first). People marked ``hard`` (less than half visible or tiny) and ``ignore`` regions (posters,
+reflections) neither count as misses nor make a detection on them a false positive.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .detector import iou_matrix
+
+__all__ = ["ImageScore", "Score", "load_annotations", "mesh_boxes", "score_image"]
+
+
+def load_annotations(path: str | Path) -> list[dict]:
+    """The ``images`` list of a boxes file (format 1): source, frame (videos), people [{box, hard}], ignore."""
+    data = json.loads(Path(path).read_text())
+    if data.get("format") != 1:
+        raise ValueError(f"{path}: unknown annotation format {data.get('format')!r}")
+    return data["images"]
+
+
+def mesh_boxes(vertices_px: np.ndarray) -> np.ndarray:
+    """[N, V, 2] projected vertices -> [N, 4] boxes."""
+    if len(vertices_px) == 0:
+        return np.zeros((0, 4), np.float32)
+    return np.concatenate([vertices_px.min(axis=1), vertices_px.max(axis=1)], axis=1).astype(np.float32)
+
+
+def _ioa(pred: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """[M] largest share of each predicted box's area inside any region."""
+    if len(regions) == 0 or len(pred) == 0:
+        return np.zeros(len(pred))
+    lt = np.maximum(pred[:, None, :2], regions[None, :, :2])
+    rb = np.minimum(pred[:, None, 2:], regions[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = np.maximum(np.prod(pred[:, 2:] - pred[:, :2], axis=1), 1e-6)
+    return (inter / area[:, None]).max(axis=1)
+
+
+@dataclass
+class ImageScore:
+    """Counts for one image: true positives (non-hard people found), misses, false positives, hard people found,
+    and for every match the predicted/true box height ratio."""
+
+    tp: int
+    fn: int
+    fp: int
+    hard_found: int
+    hard_total: int
+    height_ratios: list[float] = field(default_factory=list)
+    giant: int = 0
+
+
+def score_image(pred: np.ndarray, people: list[dict], ignore: list, iou: float = 0.5) -> ImageScore:
+    """Score predicted boxes [M, 4] against one image's annotation."""
+    gt = np.asarray([p["box"] for p in people], np.float32).reshape(-1, 4)
+    hard = np.asarray([bool(p.get("hard", False)) for p in people], bool)
+    pred = np.asarray(pred, np.float32).reshape(-1, 4)
+    ious = iou_matrix(pred, gt) if len(pred) and len(gt) else np.zeros((len(pred), len(gt)))
+    matched_p, matched_g = set(), set()
+    for flat in np.argsort(-ious, axis=None):
+        i, j = divmod(int(flat), max(len(gt), 1))
+        if ious[i, j] < iou:
+            break
+        if i in matched_p or j in matched_g:
+            continue
+        matched_p.add(i)
+        matched_g.add(j)
+    tp = sum(1 for j in matched_g if not hard[j])
+    hard_found = sum(1 for j in matched_g if hard[j])
+    unmatched = np.asarray([i for i in range(len(pred)) if i not in matched_p], np.int64)
+    fp = 0
+    if len(unmatched):
+        # a detection on a hard person (matched loosely) or in an ignore region is not a false positive
+        excuse = np.zeros(len(unmatched), bool)
+        if hard.any():
+            excuse |= (iou_matrix(pred[unmatched], gt[hard]) >= iou / 2).any(axis=1)
+        excuse |= _ioa(pred[unmatched], np.asarray(ignore, np.float32).reshape(-1, 4)) > 0.5
+        fp = int((~excuse).sum())
+    heights_gt = gt[:, 3] - gt[:, 1]
+    ratios = []
+    for i in matched_p:
+        j = int(np.argmax(ious[i]))
+        ratios.append(float((pred[i, 3] - pred[i, 1]) / max(heights_gt[j], 1.0)))
+    tallest = float(heights_gt.max()) if len(gt) else float("inf")
+    giant = int(((pred[:, 3] - pred[:, 1]) > 2.0 * tallest).sum()) if len(pred) else 0
+    return ImageScore(tp, int((~hard).sum()) - tp, fp, hard_found, int(hard.sum()), ratios, giant)
+
+
+@dataclass
+class Score:
+    """Totals over a set of images."""
+
+    images: list[ImageScore] = field(default_factory=list)
+
+    def add(self, s: ImageScore) -> None:
+        self.images.append(s)
+
+    @property
+    def recall(self) -> float:
+        tp = sum(s.tp for s in self.images)
+        return tp / max(tp + sum(s.fn for s in self.images), 1)
+
+    @property
+    def recall_all(self) -> float:
+        found = sum(s.tp + s.hard_found for s in self.images)
+        return found / max(sum(s.tp + s.fn + s.hard_total for s in self.images), 1)
+
+    @property
+    def precision(self) -> float:
+        tp = sum(s.tp + s.hard_found for s in self.images)
+        return tp / max(tp + sum(s.fp for s in self.images), 1)
+
+    def summary(self) -> dict[str, float]:
+        ratios = [r for s in self.images for r in s.height_ratios]
+        return {"recall": self.recall, "recall_incl_hard": self.recall_all, "precision": self.precision,
+                "people": sum(s.tp + s.fn for s in self.images),
+                "hard_people": sum(s.hard_total for s in self.images),
+                "false_positives": sum(s.fp for s in self.images),
+                "giant_bodies": sum(s.giant for s in self.images),
+                "height_ratio_median": float(np.median(ratios)) if ratios else float("nan")}
