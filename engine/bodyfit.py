@@ -13,9 +13,21 @@ frame would be too slow for several people in real time, so this is a closed-for
   leave twist free, so twist is set only where the landmarks show it: the bend plane of knees and elbows sets the
   thigh/upper-arm twist (which makes knees and elbows pure hinges, clamped so they cannot bend backwards), the hand
   plane sets forearm/wrist twist, the heel sets the foot twist, the shoulder line is spread over the spine.
-* Joints whose landmarks are not visible keep a neutral local rotation instead of following noise.
+* Joints whose landmarks are not visible keep a neutral local rotation instead of following noise; the default
+  neutral pose is relaxed (arms hanging at the sides, :data:`RELAXED_POSE`), so an occluded arm does not stick out
+  sideways as it would in the T-pose.
 * The rest skeleton comes from the body itself (zero pose forward), so the same code drives Anny and SMPL; for SMPL
   the betas are fitted to observed bone lengths (joints are linear in betas).
+
+Speed: this runs every frame for every person on CPU cores shared with the detector, the landmark networks,
+rendering and encoding (budget ~3 ms for 5 people), and the arrays are tiny ([N, k, 3] with N <= 10), so the cost is
+the per-call overhead of numpy, not arithmetic. Hence: cross products, norms and Rodrigues matrices are one or two
+ufunc/matmul calls each (``np.cross``/``np.linalg.norm`` cost 10-50 us per call here); the joints of one depth of the
+kinematic tree are solved together as one stacked array (:meth:`BodyFitter._aim` per level, six levels); everything
+that depends only on the rest skeleton is computed once (:class:`_RestTerms`); the target side of every twist is
+computed once for all joints (:class:`_TwistTarget`); the derived joints are placed by one broadcast expression per
+group and the landmark placement is done once per solve (the bent-spine arc only moves the spine joints). There are
+no Python loops over people.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from engine.body.base import SMPL_PARENTS, BodyModel
 __all__ = [
     "BLAZEPOSE_NAMES",
     "CAMERA_PAIRS",
+    "RELAXED_POSE",
     "BodyFitter",
     "FitResult",
     "JointMap",
@@ -62,7 +75,6 @@ HINGE_AXIS: dict[int, tuple[float, float, float]] = {4: (1.0, 0.0, 0.0), 5: (1.0
 _EPS = 1e-9
 
 
-_DERIVED = ("pelvis", "spine1", "spine2", "spine3", "neck", "head", "collar", "hand", "foot")
 
 
 @dataclass(frozen=True)
@@ -84,8 +96,38 @@ class JointMap:
         "hand": (1.0, 0.0, 0.0), "foot": (1.0, 0.0, 0.0)})
 
 
+
+# ----------------------------------------------------------------------------------------------- small helpers
+# np.cross and np.linalg.norm cost 10-50 us per call on the tiny arrays used here (axis juggling and argument
+# checks in Python); the IK needs dozens per frame, so they are written as one or two ufunc/matmul calls.
+
+_LEVI_CIVITA = np.zeros((9, 3))  # outer(a, b).reshape(9) @ _LEVI_CIVITA = cross(a, b)
+_SKEW_OF = np.zeros((3, 9))  # k @ _SKEW_OF = the cross-product matrix [k]x, flattened
+for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+    _LEVI_CIVITA[3 * _j + _k, _i], _LEVI_CIVITA[3 * _k + _j, _i] = 1.0, -1.0
+    _SKEW_OF[_k, 3 * _i + _j], _SKEW_OF[_k, 3 * _j + _i] = -1.0, 1.0
+_EYE = np.eye(3)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dot product over the last axis."""
+    return np.add.reduce(a * b, axis=-1)
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    """Euclidean norm over the last axis (the same arithmetic as ``np.linalg.norm(v, axis=-1)``, less overhead)."""
+    return np.sqrt(np.add.reduce(v * v, axis=-1))
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), _EPS)
+    """``v`` scaled to unit length over the last axis (zero stays zero)."""
+    return v / np.maximum(_norm(v), _EPS)[..., None]
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross product over the last axis of broadcastable [..., 3] arrays, as one outer product and one matmul."""
+    outer = a[..., :, None] * b[..., None, :]
+    return outer.reshape((*outer.shape[:-2], 9)) @ _LEVI_CIVITA
 
 
 def _mid(w: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -94,78 +136,108 @@ def _mid(w: np.ndarray, a: int, b: int) -> np.ndarray:
 
 Anchor = tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
+# Derived joints placed from the torso (a, b from mid-hip, mid-shoulder, mid-ear; aux = torso forward, lateral) and
+# from the limb ends (a = wrist/ankle, b = knuckles/toes, aux = thumb/heel vectors): SMPL index and rows of the
+# point table built in _place_joints (0 mid-hip, 1 mid-shoulder, 2 mid-ear).
+_TORSO_NAMES = ("pelvis", "spine1", "spine2", "spine3", "neck", "head")
+_TORSO_JOINTS = [0, 3, 6, 9, 12, 15]
+_TORSO_A, _TORSO_B = [0, 0, 0, 0, 1, 2], [1, 1, 1, 1, 2, 1]
+_END_NAMES = ("hand", "hand", "foot", "foot")
+_END_JOINTS = [22, 23, 10, 11]
+_END_SIDE = np.array([1.0, -1.0, 1.0, -1.0])[:, None]  # mirror sign for left/right
+# Landmark index tables: midpoints (mid-hip landmarks, shoulders, ears, left and right knuckles) and the limb ends
+# (into the landmarks extended by those midpoints: 33 + i is midpoint i).
+_MID_A, _MID_B = [23, 11, 7, 17, 18], [24, 12, 8, 19, 20]
+_END_A, _END_B = [15, 16, 27, 28], [36, 37, 31, 32]
+_END_AUX_FROM, _END_AUX_TO = [36, 37, 29, 30], [21, 22, 27, 28]  # aux1 = to - from (knuckles -> thumb, heel -> ankle)
+_DIRECT_SMPL, _DIRECT_BP = list(DIRECT), list(DIRECT.values())
+# Per SMPL joint, the landmarks its confidence is the minimum of (padded by repetition).
+_CONF_SOURCES: dict[int, tuple[int, ...]] = {
+    **{smpl: (bp,) for smpl, bp in DIRECT.items()}, 1: (23, 24), 2: (23, 24),
+    **{j: (11, 12, 23, 24) for j in (0, 3, 6, 9, 13, 14)}, 12: (11, 12, 23, 24, 7, 8), 15: (7, 8),
+    22: (15, 17, 19), 23: (16, 18, 20), 10: (27, 31), 11: (28, 32)}
+_CONF_TABLE = np.array([list(_CONF_SOURCES[j]) + [_CONF_SOURCES[j][0]] * (6 - len(_CONF_SOURCES[j]))
+                        for j in range(24)])
+
+
+@dataclass(frozen=True)
+class _Coef:
+    """A :class:`JointMap`'s coefficients as arrays (built once per map, see :func:`_coef_arrays`)."""
+
+    torso: np.ndarray  # [3, 6, 1]: c0, c1, c2 for the torso rows
+    end: np.ndarray  # [3, 4, 1]: c0, c1, c2 for the limb-end rows
+    collar: tuple[float, float, float]
+    arc: np.ndarray  # [3, 4]: c0, c1, c2 of pelvis, spine1..3 for the bent-spine arc
+
+
+def _coef_arrays(joint_map: JointMap) -> _Coef:
+    torso = np.array([joint_map.coef[name] for name in _TORSO_NAMES]).T[..., None]
+    end = np.array([joint_map.coef[name] for name in _END_NAMES]).T[..., None]
+    return _Coef(torso, end, tuple(joint_map.coef["collar"]), torso[:, :4, 0].copy())
+
 
 def _torso_axes(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Torso forward, up and lateral axes [N, 3] from the (corrected) hips and the shoulders; forward and up are
     scaled by the torso length, lateral is unit."""
     mid_hip = 0.5 * (joints[:, 1] + joints[:, 2])
     torso = 0.5 * (joints[:, 16] + joints[:, 17]) - mid_hip
-    length = np.linalg.norm(torso, axis=-1, keepdims=True)
+    length = _norm(torso)[:, None]
     lateral = _unit((joints[:, 1] - joints[:, 2]) + (joints[:, 16] - joints[:, 17]))
-    return length * _unit(np.cross(lateral, torso)), torso, lateral
+    return length * _unit(_cross(lateral, torso)), torso, lateral
 
 
-def _anchors(world: np.ndarray, joint_map: JointMap) -> tuple[np.ndarray, dict[str, Anchor]]:
-    """Direct joints (hips corrected) and the anchors of the derived ones except the collars.
+@dataclass
+class _Placement:
+    """Straight joint placement of :func:`_place_joints`, with the anchors the later steps and calibration need."""
+
+    joints: np.ndarray  # [N, 24, 3]
+    points: np.ndarray  # [N, 3, 3] mid-hip (corrected hips), mid-shoulder, mid-ear
+    fwd: np.ndarray  # [N, 3] torso forward scaled by the torso length
+    torso: np.ndarray  # [N, 3] mid-hip -> mid-shoulder
+    lateral: np.ndarray  # [N, 3] unit
+    end: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # a, b, aux1, aux2 of the limb ends, [N, 4, 3]
+
+
+def _place_joints(world: np.ndarray, joint_map: JointMap, coef: _Coef) -> _Placement:
+    """Direct joints, corrected hips and the derived joints on the straight hip-shoulder line (no collars yet).
+
+    Every derived joint is ``a + c0 (b - a) + c1 aux1 + c2 aux2`` (see :class:`JointMap`); all torso rows and all
+    limb-end rows are placed by one broadcast expression each.
 
     Args:
         world: [N, 33, 3] landmarks.
-        joint_map: supplies the hip correction.
-
-    Returns:
-        ``joints`` [N, 24, 3] with the direct joints and hips filled in, and per derived name its SMPL indices and
-        the a, b, aux1, aux2 arrays, each [N, k, 3].
+        joint_map: supplies the hip correction; coef: its coefficients (:func:`_coef_arrays`).
     """
     n = world.shape[0]
     joints = np.zeros((n, 24, 3))
-    for smpl, bp in DIRECT.items():
-        joints[:, smpl] = world[:, bp]
+    joints[:, _DIRECT_SMPL] = world[:, _DIRECT_BP]
+    ext = np.concatenate([world, 0.5 * (world[:, _MID_A] + world[:, _MID_B])], axis=1)  # [N, 38, 3]
+    mid_lm, mid_sh = ext[:, 33], ext[:, 34]
     lh, rh = world[:, 23], world[:, 24]
-    mid_lm = 0.5 * (lh + rh)
-    up = _unit(_mid(world, 11, 12) - mid_lm)
-    raise_by = joint_map.hip_raise * np.linalg.norm(lh - rh, axis=-1, keepdims=True) * up
-    joints[:, 1] = mid_lm + (1.0 - joint_map.hip_inset) * (lh - mid_lm) + raise_by
-    joints[:, 2] = mid_lm + (1.0 - joint_map.hip_inset) * (rh - mid_lm) + raise_by
-    mid_hip = 0.5 * (joints[:, 1] + joints[:, 2])
-    mid_sh = _mid(world, 11, 12)
-    fwd, _, lateral = _torso_axes(joints)
-    ears = _mid(world, 7, 8)
-    side = np.array([1.0, -1.0])[None, :, None]  # mirror sign for left/right pairs
-
-    def one(x: np.ndarray) -> np.ndarray:
-        return x[:, None]
-
-    def pair(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        return np.stack([left, right], axis=1)
-
-    torso_anchor = (one(mid_hip), one(mid_sh), one(fwd), one(lateral))
-    knuckles = pair(_mid(world, 17, 19), _mid(world, 18, 20))
-    wrists, thumbs = pair(world[:, 15], world[:, 16]), pair(world[:, 21], world[:, 22])
-    ankles, toes, heels = pair(world[:, 27], world[:, 28]), pair(world[:, 31], world[:, 32]), pair(
-        world[:, 29], world[:, 30])
-    hand_aux = thumbs - knuckles
-    foot_aux = ankles - heels
-    derived: dict[str, Anchor] = {
-        "pelvis": ([0], *torso_anchor),
-        "spine1": ([3], *torso_anchor),
-        "spine2": ([6], *torso_anchor),
-        "spine3": ([9], *torso_anchor),
-        "neck": ([12], one(mid_sh), one(ears), one(fwd), one(lateral)),
-        "head": ([15], one(ears), one(mid_sh), one(fwd), one(lateral)),
-        "hand": ([22, 23], wrists, knuckles, hand_aux,
-                 side * np.linalg.norm(hand_aux, axis=-1, keepdims=True) * _unit(np.cross(knuckles - wrists,
-                                                                                          hand_aux))),
-        "foot": ([10, 11], ankles, toes, foot_aux,
-                 side * np.linalg.norm(foot_aux, axis=-1, keepdims=True) * _unit(np.cross(toes - ankles, foot_aux))),
-    }
-    return joints, derived
+    up = _unit(mid_sh - mid_lm)
+    raise_by = joint_map.hip_raise * _norm(lh - rh)[:, None] * up
+    joints[:, 1:3] = mid_lm[:, None] + (1.0 - joint_map.hip_inset) * (world[:, 23:25] - mid_lm[:, None]) \
+        + raise_by[:, None]
+    fwd, torso, lateral = _torso_axes(joints)
+    points = np.stack([0.5 * (joints[:, 1] + joints[:, 2]), mid_sh, ext[:, 35]], axis=1)
+    a, b = points[:, _TORSO_A], points[:, _TORSO_B]
+    c0, c1, c2 = coef.torso
+    joints[:, _TORSO_JOINTS] = a + c0 * (b - a) + c1 * fwd[:, None] + c2 * lateral[:, None]
+    a, b = ext[:, _END_A], ext[:, _END_B]
+    aux1 = ext[:, _END_AUX_TO] - ext[:, _END_AUX_FROM]
+    aux2 = _END_SIDE * _norm(aux1)[..., None] * _unit(_cross(b - a, aux1))
+    c0, c1, c2 = coef.end
+    joints[:, _END_JOINTS] = a + c0 * (b - a) + c1 * aux1 + c2 * aux2
+    return _Placement(joints, points, fwd, torso, lateral, (a, b, aux1, aux2))
 
 
-def _collar_anchor(joints: np.ndarray) -> Anchor:
-    """Collars hang off spine3 towards the shoulders; aux1 = torso forward, aux2 = torso up."""
-    fwd, torso, _ = _torso_axes(joints)
-    spine3 = np.repeat(joints[:, 9:10], 2, axis=1)
-    return [13, 14], spine3, joints[:, [16, 17]], np.repeat(fwd[:, None], 2, 1), np.repeat(torso[:, None], 2, 1)
+def _collar_anchor(joints: np.ndarray, axes: tuple[np.ndarray, np.ndarray] | None = None) -> Anchor:
+    """Collars hang off spine3 towards the shoulders; aux1 = torso forward, aux2 = torso up.
+
+    ``axes`` = (fwd, torso) of :func:`_torso_axes` when already known (the hips and shoulders are the same)."""
+    fwd, torso = _torso_axes(joints)[:2] if axes is None else axes
+    spine3 = joints[:, 9:10]
+    return [13, 14], spine3, joints[:, 16:18], fwd[:, None], torso[:, None]
 
 
 def _place(anchor: Anchor, coef: tuple[float, float, float]) -> np.ndarray:
@@ -175,22 +247,17 @@ def _place(anchor: Anchor, coef: tuple[float, float, float]) -> np.ndarray:
 
 def _confidence(visibility: np.ndarray) -> np.ndarray:
     """[N, 33] landmark visibility -> [N, 24] joint confidence (the weakest landmark a joint depends on)."""
-    v = visibility
-    torso = np.minimum.reduce([v[:, 11], v[:, 12], v[:, 23], v[:, 24]])
-    conf = np.empty((v.shape[0], 24))
-    for smpl, bp in DIRECT.items():
-        conf[:, smpl] = v[:, bp]
-    conf[:, 1] = np.minimum(v[:, 23], v[:, 24])
-    conf[:, 2] = conf[:, 1]
-    for j in (0, 3, 6, 9, 13, 14):
-        conf[:, j] = torso
-    conf[:, 12] = np.minimum(torso, np.minimum(v[:, 7], v[:, 8]))
-    conf[:, 15] = np.minimum(v[:, 7], v[:, 8])
-    conf[:, 22] = np.minimum.reduce([v[:, 15], v[:, 17], v[:, 19]])
-    conf[:, 23] = np.minimum.reduce([v[:, 16], v[:, 18], v[:, 20]])
-    conf[:, 10] = np.minimum(v[:, 27], v[:, 31])
-    conf[:, 11] = np.minimum(v[:, 28], v[:, 32])
-    return conf
+    return np.minimum.reduce(visibility[:, _CONF_TABLE], axis=-1)
+
+
+def _finish_joints(place: _Placement, coef: _Coef, torso_length: np.ndarray | float | None) -> np.ndarray:
+    """Bend the spine onto the arc (when ``torso_length`` is given) and place the collars; returns the joints."""
+    joints = place.joints
+    if torso_length is not None:
+        joints[:, _TORSO_JOINTS[:4]] = _place_on_arc(place.points[:, 0], place.points[:, 1], place.fwd,
+                                                     place.lateral, coef.arc, torso_length)
+    joints[:, 13:15] = _place(_collar_anchor(joints, (place.fwd, place.torso)), coef.collar)
+    return joints
 
 
 def landmarks_to_smpl_joints(world: np.ndarray, visibility: np.ndarray, joint_map: JointMap | None = None,
@@ -211,63 +278,60 @@ def landmarks_to_smpl_joints(world: np.ndarray, visibility: np.ndarray, joint_ma
         the landmarks each joint is built from).
     """
     joint_map = joint_map or JointMap()
+    coef = _coef_arrays(joint_map)
     world = np.asarray(world, dtype=np.float64).reshape(-1, 33, 3)
-    joints, derived = _anchors(world, joint_map)
-    for name, anchor in derived.items():
-        joints[:, anchor[0]] = _place(anchor, joint_map.coef[name])
-    if torso_length is not None:
-        for name in ("pelvis", "spine1", "spine2", "spine3"):
-            idx, a, b, fwd, lateral = derived[name]
-            joints[:, idx] = _place_on_arc(a[:, 0], b[:, 0], fwd[:, 0], lateral[:, 0], joint_map.coef[name],
-                                           torso_length)[:, None]
-    collar = _collar_anchor(joints)
-    joints[:, collar[0]] = _place(collar, joint_map.coef["collar"])
+    joints = _finish_joints(_place_joints(world, joint_map, coef), coef, torso_length)
     return joints, _confidence(np.asarray(visibility, dtype=np.float64).reshape(-1, 33))
 
 
 def _bend_angle(chord: np.ndarray, arc: np.ndarray, max_angle: float = np.radians(120.0)) -> np.ndarray:
     """Total turn of a circular arc of length ``arc`` whose chord is ``chord`` ([N] each), 0 when not shorter."""
     q = np.clip(chord / np.maximum(arc, _EPS), np.sinc(max_angle / 2.0 / np.pi), 1.0)
-    half = np.sqrt(6.0 * (1.0 - q))  # sin(x)/x = q, two Newton steps from the small-angle solution
+    half = np.sqrt(6.0 * (1.0 - q))  # sin(x)/x = q, Newton steps from the small-angle solution
     for _ in range(3):
-        f = np.sinc(half / np.pi) - q
-        df = np.where(half > 1e-6, (np.cos(half) - np.sinc(half / np.pi)) / np.maximum(half, 1e-6), -half / 3.0)
+        sinc = np.sinc(half / np.pi)
+        f = sinc - q
+        df = np.where(half > 1e-6, (np.cos(half) - sinc) / np.maximum(half, 1e-6), -half / 3.0)
         half = np.clip(half - f / np.where(np.abs(df) > 1e-9, df, -1e-9), 0.0, max_angle / 2.0)
     return 2.0 * half
 
 
 def _place_on_arc(mid_hip: np.ndarray, mid_sh: np.ndarray, fwd: np.ndarray, lateral: np.ndarray,
-                  coef: tuple[float, float, float], torso_length: np.ndarray | float) -> np.ndarray:
-    """A torso joint on the forward-bent arc from mid-hip to mid-shoulder (see :func:`landmarks_to_smpl_joints`).
+                  coef: np.ndarray, torso_length: np.ndarray | float) -> np.ndarray:
+    """Torso joints on the forward-bent arc from mid-hip to mid-shoulder (see :func:`landmarks_to_smpl_joints`).
 
     Args:
         mid_hip, mid_sh, fwd, lateral: [N, 3] torso anchors (fwd scaled by the torso length, lateral unit).
-        coef: the joint's (along, forward, lateral) coefficients.
+        coef: [3, K] per joint its (along, forward, lateral) coefficients.
         torso_length: [N] or scalar unbent torso length.
 
     Returns:
-        [N, 3] joint positions; equal to the straight placement when the torso is not shorter than expected.
+        [N, K, 3] joint positions; equal to the straight placement when the torso is not shorter than expected.
     """
     chord_vec = mid_sh - mid_hip
-    chord = np.linalg.norm(chord_vec, axis=-1)
+    chord = _norm(chord_vec)
     u = chord_vec / np.maximum(chord, _EPS)[:, None]
     f = _unit(fwd)
     turn = _bend_angle(chord, np.broadcast_to(np.asarray(torso_length, dtype=np.float64), chord.shape))
     half = 0.5 * turn
-    tangent0 = np.cos(half)[:, None] * u - np.sin(half)[:, None] * f
-    normal0 = np.sin(half)[:, None] * u + np.cos(half)[:, None] * f
+    sin_h, cos_h = np.sin(half)[:, None], np.cos(half)[:, None]
+    tangent0 = cos_h * u - sin_h * f
+    normal0 = sin_h * u + cos_h * f
     arc_len = chord * np.where(half > 1e-6, half / np.maximum(np.sin(half), 1e-9), 1.0)
-    theta = coef[0] * turn
-    radius_sin = np.where(turn > 1e-6, arc_len * np.sin(theta) / np.maximum(turn, 1e-9), coef[0] * arc_len)
-    radius_cos = np.where(turn > 1e-6, arc_len * (1.0 - np.cos(theta)) / np.maximum(turn, 1e-9), 0.0)
-    point = mid_hip + radius_sin[:, None] * tangent0 + radius_cos[:, None] * normal0
-    local_fwd = np.cos(theta - half)[:, None] * f - np.sin(theta - half)[:, None] * u
-    return point + coef[1] * chord[:, None] * local_fwd + coef[2] * lateral
+    turn, half, arc_len, chord = turn[:, None], half[:, None], arc_len[:, None], chord[:, None]
+    theta = coef[0] * turn  # [N, K]
+    bent = turn > 1e-6
+    radius_sin = np.where(bent, arc_len * np.sin(theta) / np.maximum(turn, 1e-9), coef[0] * arc_len)
+    radius_cos = np.where(bent, arc_len * (1.0 - np.cos(theta)) / np.maximum(turn, 1e-9), 0.0)
+    point = mid_hip[:, None] + radius_sin[..., None] * tangent0[:, None] + radius_cos[..., None] * normal0[:, None]
+    local_fwd = np.cos(theta - half)[..., None] * f[:, None] - np.sin(theta - half)[..., None] * u[:, None]
+    return point + (coef[1] * chord)[..., None] * local_fwd + coef[2][:, None] * lateral[:, None]
 
 
 def _solve_coef(p: np.ndarray, anchor: Anchor) -> tuple[float, float, float]:
     """Least-squares coefficients of :func:`_place` reproducing the points ``p`` [N, k, 3]."""
     _, a, b, aux1, aux2 = anchor
+    a, b, aux1, aux2 = np.broadcast_arrays(a, b, aux1, aux2)
     basis = np.stack([(b - a).reshape(-1), aux1.reshape(-1), aux2.reshape(-1)], axis=1)
     coef, *_ = np.linalg.lstsq(basis, (p - a).reshape(-1), rcond=None)
     return float(coef[0]), float(coef[1]), float(coef[2])
@@ -289,10 +353,16 @@ def calibrate_joint_map(rest_joints: np.ndarray, rest_landmarks: np.ndarray,
     base = base or JointMap()
     world = np.asarray(rest_landmarks, dtype=np.float64)[None]
     rest = np.asarray(rest_joints, dtype=np.float64)[None]
-    _, derived = _anchors(world, base)
+    place = _place_joints(world, base, _coef_arrays(base))
     coef = dict(base.coef)
-    for name, anchor in derived.items():
-        coef[name] = _solve_coef(rest[:, anchor[0]], anchor)
+    fwd, lateral = place.fwd[:, None], place.lateral[:, None]
+    for row, (name, joint) in enumerate(zip(_TORSO_NAMES, _TORSO_JOINTS)):
+        a, b = place.points[:, _TORSO_A[row]][:, None], place.points[:, _TORSO_B[row]][:, None]
+        coef[name] = _solve_coef(rest[:, [joint]], ([joint], a, b, fwd, lateral))
+    for name in ("hand", "foot"):
+        rows = [i for i, end in enumerate(_END_NAMES) if end == name]
+        coef[name] = _solve_coef(rest[:, [_END_JOINTS[i] for i in rows]],
+                                 ([], *(x[:, rows] for x in place.end)))
     # Collars are placed from the spine3 target, so calibrate them on the rest skeleton's own spine3.
     collar = _collar_anchor(rest)
     coef["collar"] = _solve_coef(rest[:, collar[0]], collar)
@@ -378,87 +448,150 @@ def landmarks_from_body(vertices: np.ndarray, joints: np.ndarray, vertex_ids: np
     return out - mid_lm[:, None] if centre else out
 
 
+
+
 # ----------------------------------------------------------------------------------------------- rotations
 
 
-def _skew(k: np.ndarray) -> np.ndarray:
-    z = np.zeros_like(k[..., 0])
-    return np.stack([z, -k[..., 2], k[..., 1], k[..., 2], z, -k[..., 0], -k[..., 1], k[..., 0], z],
-                    axis=-1).reshape(*k.shape[:-1], 3, 3)
-
-
 def _axis_angle(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """Rotation about unit ``axis`` [..., 3] by ``angle`` [...] -> [..., 3, 3]."""
-    k = _skew(axis)
-    s, c = np.sin(angle)[..., None, None], np.cos(angle)[..., None, None]
-    return np.eye(3) + s * k + (1.0 - c) * (k @ k)
+    """Rotation about unit ``axis`` [..., 3] by ``angle`` [...] -> [..., 3, 3] (Rodrigues,
+    ``cos I + sin [k]x + (1 - cos) k k^T``; identity for a zero axis and angle 0)."""
+    s, c = np.sin(angle), np.cos(angle)
+    skew = (axis * s[..., None]) @ _SKEW_OF
+    outer = (axis * (1.0 - c)[..., None])[..., :, None] * axis[..., None, :]
+    return outer + skew.reshape(outer.shape) + c[..., None, None] * _EYE
 
 
 def _swing(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Smallest rotation taking unit ``src`` onto unit ``dst`` ([..., 3] -> [..., 3, 3]); 180 degrees about an
-    arbitrary perpendicular axis for opposite vectors."""
-    cross = np.cross(src, dst)
-    cos = np.sum(src * dst, axis=-1)
-    sin = np.linalg.norm(cross, axis=-1)
-    other = np.where(np.abs(src[..., :1]) < 0.9, np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))
-    axis = np.where((sin < 1e-6)[..., None], _unit(np.cross(src, other)), cross / np.maximum(sin, _EPS)[..., None])
+    arbitrary perpendicular axis for opposite vectors.
+
+    With ``v = src x dst`` and ``c = src . dst`` this is ``c I + [v]x + v v^T / (1 + c)`` (Rodrigues without the
+    trigonometry); near-opposite vectors, where ``1 + c`` loses precision, take the axis-angle route."""
+    cross = _cross(src, dst)
+    cos = _dot(src, dst)
+    if (cos < -0.9999).any():
+        return _swing_axis_angle(src, cross, cos)
+    outer = (cross / (1.0 + cos)[..., None])[..., :, None] * cross[..., None, :]
+    return outer + (cross @ _SKEW_OF).reshape(outer.shape) + cos[..., None, None] * _EYE
+
+
+def _swing_axis_angle(src: np.ndarray, cross: np.ndarray, cos: np.ndarray) -> np.ndarray:
+    """:func:`_swing` through an explicit axis and angle (stable for opposite vectors)."""
+    sin = _norm(cross)
+    axis = cross / np.maximum(sin, _EPS)[..., None]
+    degenerate = sin < 1e-6
+    if degenerate.any():  # (anti)parallel: any axis perpendicular to src
+        other = np.where(np.abs(src[..., :1]) < 0.9, np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))
+        axis = np.where(degenerate[..., None], _unit(_cross(src, other)), axis)
     return _axis_angle(axis, np.arctan2(sin, cos))
 
 
-def _twist_angle(axis: np.ndarray, current: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Signed angle about unit ``axis`` taking ``current`` onto ``target`` once both are projected off the axis.
+@dataclass
+class _TwistTarget:
+    """The target side of the twists about the target bones, computed once for all aimed joints ([N, K, ...]).
+
+    Attributes:
+        basis: [N, K, 3, 3] rows ``p``, ``p x a`` and ``a``: the target auxiliary vector projected off the unit
+            twist axis ``a``, the same turned 90 degrees about ``a``, and ``a``. A vector ``c`` maps to
+            (x, y, z) = ``basis @ c``: its twist angle to the target is ``atan2(y, x)`` and its distance from the
+            axis ``hypot(x, y) / |p|``.
+        inv_proj_norm: [N, K] ``1 / |p|``.
+        rel: [N, K] ``|p| / |aux|`` (how far the target vector is off the axis), 0 where ``|p| <= 1e-6``.
+        outer, ortho, skew: [N, K, 3, 3] ``a a^T``, ``I - a a^T`` and ``[a]x`` (Rodrigues terms about ``a``).
+    """
+
+    basis: np.ndarray
+    inv_proj_norm: np.ndarray
+    rel: np.ndarray
+    outer: np.ndarray
+    ortho: np.ndarray
+    skew: np.ndarray
+
+    @classmethod
+    def of(cls, axis: np.ndarray, target: np.ndarray) -> _TwistTarget:
+        proj = target - _dot(target, axis)[..., None] * axis
+        proj_norm = _norm(proj)
+        rel = proj_norm / np.maximum(_norm(target), _EPS) * (proj_norm > 1e-6)
+        outer = axis[..., :, None] * axis[..., None, :]
+        return cls(np.stack([proj, _cross(proj, axis), axis], axis=-2), 1.0 / np.maximum(proj_norm, _EPS), rel,
+                   outer, _EYE - outer, (axis @ _SKEW_OF).reshape(outer.shape))
+
+    def __getitem__(self, k: slice) -> _TwistTarget:
+        return _TwistTarget(*(getattr(self, f)[:, k] for f in
+                              ("basis", "inv_proj_norm", "rel", "outer", "ortho", "skew")))
+
+    def rotation(self, angle: np.ndarray) -> np.ndarray:
+        """[N, K, 3, 3] rotations about the axes by ``angle`` [N, K]."""
+        return self.outer + np.cos(angle)[..., None, None] * self.ortho + np.sin(angle)[..., None, None] * self.skew
+
+
+def _twist_angle(tw: _TwistTarget, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed angle about the twist axis taking ``current`` [N, K, 3] onto the target once both are projected off
+    the axis.
 
     Returns:
-        ``angle`` [...] and ``weight`` [...] in [0, 1] (how well the projections are defined).
+        ``angle`` [N, K] and ``weight`` [N, K] in [0, 1] (how well the projections are defined).
     """
-    pc = current - np.sum(current * axis, -1, keepdims=True) * axis
-    pt = target - np.sum(target * axis, -1, keepdims=True) * axis
-    nc, nt = np.linalg.norm(pc, axis=-1), np.linalg.norm(pt, axis=-1)
-    angle = np.arctan2(np.sum(np.cross(pc, pt) * axis, -1), np.sum(pc * pt, -1))
-    rel = np.minimum(nc / np.maximum(np.linalg.norm(current, axis=-1), _EPS),
-                     nt / np.maximum(np.linalg.norm(target, axis=-1), _EPS))
-    rel = np.where(np.minimum(nc, nt) > 1e-6, rel, 0.0)
-    return angle, np.clip(rel / 0.35, 0.0, 1.0)  # full weight from ~20 degrees off the axis
+    xyz = tw.basis @ current[..., None]
+    x, y, z = xyz[..., 0, 0], xyz[..., 1, 0], xyz[..., 2, 0]
+    off_axis = np.hypot(x, y) * tw.inv_proj_norm  # |current projected off the axis|
+    rel = np.minimum(off_axis / np.maximum(np.hypot(off_axis, z), _EPS), tw.rel) * (off_axis > 1e-6)
+    return np.arctan2(y, x), np.minimum(rel / 0.35, 1.0)  # full weight from ~20 degrees off the axis
 
 
-def _hinge(rest_a: np.ndarray, rest_b: np.ndarray, rest_c: np.ndarray, tgt_a: np.ndarray, tgt_b: np.ndarray,
-           tgt_c: np.ndarray, convention: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hinge axes of a two-bone limb a -> b -> c (hip-knee-ankle, shoulder-elbow-wrist).
+def _bend(upper: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bend plane normal (unnormalised) and bend angle of two unit bones [..., 3]."""
+    cross = _cross(upper, lower)
+    return cross, np.arctan2(_norm(cross), _dot(upper, lower))
 
-    Args:
-        rest_a, rest_b, rest_c, tgt_a, tgt_b, tgt_c: [N, k, 3] joint positions at rest and in the target.
-        convention: [k, 3] hinge axis used where the rest limb is (nearly) straight.
+
+def _rest_hinge(upper: np.ndarray, lower: np.ndarray, convention: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hinge axes [..., k, 3] and bend angles [..., k] of rest limbs (unit bones ``upper``, ``lower``); the
+    ``convention`` axes [k, 3] where the rest limb is (nearly) straight."""
+    cross, angle = _bend(upper, lower)
+    return np.where((angle > np.radians(5.0))[..., None], _unit(cross), convention), angle
+
+
+def _hinge(upper: np.ndarray, lower: np.ndarray, rest_bend: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hinge axes of two-bone target limbs (hip-knee-ankle, shoulder-elbow-wrist) from their unit bones [N, k, 3].
 
     Returns:
-        ``rest_axis`` [N, k, 3], ``target_axis`` [N, k, 3] and ``weight`` [N, k]: how much more the target is
-        bent than the rest (0 when not, 1 from 20 degrees more), i.e. how well the target plane is defined.
+        ``target_axis`` [N, k, 3] and ``weight`` [N, k]: how much more the target is bent than the rest
+        (``rest_bend``; 0 when not, 1 from 20 degrees more), i.e. how well the target plane is defined.
     """
-    def bend(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cross = np.cross(_unit(b - a), _unit(c - b))
-        return cross, np.arctan2(np.linalg.norm(cross, axis=-1), np.sum(_unit(b - a) * _unit(c - b), -1))
-
-    cross_r, bend_r = bend(rest_a, rest_b, rest_c)
-    cross_t, bend_t = bend(tgt_a, tgt_b, tgt_c)
-    rest_axis = np.where((bend_r > np.radians(5.0))[..., None], _unit(cross_r), convention)
-    return rest_axis, _unit(cross_t), np.clip((bend_t - bend_r) / np.radians(20.0), 0.0, 1.0)
+    cross, angle = _bend(upper, lower)
+    return _unit(cross), np.clip((angle - rest_bend) / np.radians(20.0), 0.0, 1.0)
 
 
-def _wahba(rest: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def _moments(rest: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """``sum_k w_k target_k rest_k^T`` [N, 3, 3] of [N, K, 3] vector pairs (the matrix :func:`_wahba` needs)."""
+    if weight is not None:
+        target = target * weight[..., None]
+    return np.swapaxes(target, -1, -2) @ rest
+
+
+def _nearest_rotation(moments: np.ndarray) -> np.ndarray:
+    """Rotation R maximising ``trace(R^T B)`` for B [N, 3, 3] (SVD, reflection fixed)."""
+    u, _, vt = np.linalg.svd(moments)
+    rot = u @ vt
+    flip = np.linalg.det(rot) < 0.0
+    if flip.any():
+        u[..., 2] *= np.where(flip, -1.0, 1.0)[..., None]
+        rot = u @ vt
+    return rot
+
+
+def _wahba(rest: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
     """Rotation R minimising ``sum_k w_k |R rest_k - target_k|^2``.
 
     Args:
-        rest: [N, K, 3]; target: [N, K, 3]; weight: [N, K].
+        rest: [N, K, 3]; target: [N, K, 3]; weight: [N, K] (default 1).
 
     Returns:
         [N, 3, 3] (identity-like where the problem is degenerate).
     """
-    b = np.einsum("nk,nki,nkj->nij", weight, target, rest)
-    u, _, vt = np.linalg.svd(b)
-    d = np.sign(np.linalg.det(u) * np.linalg.det(vt))
-    d = np.where(d == 0, 1.0, d)
-    u = u.copy()
-    u[:, :, 2] *= d[:, None]
-    return u @ vt
+    return _nearest_rotation(_moments(rest, target, weight))
 
 
 def matrix_to_axis_angle(r: np.ndarray) -> np.ndarray:
@@ -530,6 +663,97 @@ def _measure_operator() -> tuple[np.ndarray, list[tuple[int, ...]]]:
     return op, [m[1] for m in _MEASURES]
 
 
+
+
+# The relaxed pose used for joints that are not seen (instead of the T-pose): arms hanging at the sides (shoulders
+# rotated 70 degrees down about the forward axis, elbows bent 15 degrees forward), everything else at rest. Local
+# axis-angle per SMPL joint (SMPL rest axes; signs as in train/poses.py: left arm down = negative z at the left
+# shoulder, left elbow flexes about -y).
+RELAXED_POSE = np.zeros((23, 3))
+RELAXED_POSE[15] = (0.0, 0.0, -np.radians(70.0))  # left shoulder (joint 16)
+RELAXED_POSE[16] = (0.0, 0.0, np.radians(70.0))  # right shoulder
+RELAXED_POSE[17] = (0.0, -np.radians(15.0), 0.0)  # left elbow (joint 18)
+RELAXED_POSE[18] = (0.0, np.radians(15.0), 0.0)  # right elbow
+RELAXED_POSE = RELAXED_POSE.reshape(69)
+RELAXED_POSE.flags.writeable = False
+
+# The joints aimed at a child (rest bone swung onto the target bone, then twisted about it), in "slots" grouped by
+# depth in the kinematic tree: one batch of array ops solves a whole level (the levels only need their parents).
+_AIM = (1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+_AIM_CHILD = (4, 5, 6, 7, 8, 9, 10, 11, 15, 16, 17, 18, 19, 20, 21, 22, 23)
+_GOOD_WITH = tuple(c if j not in (3, 6) else j for j, c in zip(_AIM, _AIM_CHILD))  # spine: own confidence only
+# Slot ranges: hips + spine1 | knees + spine2 | (chest CCD) ankles, neck, collars | shoulders | elbows | wrists.
+_LEVELS = ((0, 3), (3, 6), (6, 11), (11, 13), (13, 15), (15, 17))
+_CHEST_LEVEL = 2  # the chest/spine CCD (:meth:`BodyFitter._reach_shoulders`) runs before this level
+# Twist of each slot about its target bone, from auxiliary vectors ("pieces"): 0-3 the hinge planes of the left/right
+# hip and shoulder (which make knees and elbows pure hinges), 4 the shoulder line (spread over the spine), 5-9 the
+# left/right heel, the ears and the left/right palm; 10 = no twist (weight 0).
+_HINGE_SLOTS = [0, 1, 11, 12]  # thigh and upper-arm slots; their children's slots follow
+_HINGE_LOWER_SLOTS = [3, 4, 13, 14]
+_HINGE_TIP = [7, 8, 20, 21]  # ankle, wrist: their confidence gates the hinge twist
+_AUX_LM_TO, _AUX_LM_FROM = [29, 30, 7, 19, 20], [27, 28, 8, 17, 18]
+_TWIST_PIECE = np.array([0, 1, 4, 10, 10, 4, 5, 6, 7, 10, 10, 2, 3, 8, 9, 8, 9])
+_TWIST_FRAC = np.array([1, 1, 1 / 3, 1, 1, 0.5, 1, 1, 0.5, 1, 1, 1, 1, 0.5, 0.5, 1, 1])
+_TWIST_LIMIT = np.full(17, np.pi)
+_TWIST_LIMIT[[0, 1]] = np.radians(60)
+_TWIST_LIMIT[[11, 12]] = np.pi / 2
+# Joints that always keep the neutral local rotation (feet, hands) and the head (face Wahba fit), set last.
+_LAST = [10, 11, 15, 22, 23]
+_UNSEEN_ROOT = np.diag([1.0, -1.0, -1.0])  # unseen root: upright, facing the camera
+
+
+def _index(idx: list[int] | tuple[int, ...]) -> slice | list[int]:
+    """A slice where the indices are one repeated or a run of consecutive ones (views are cheaper than gathers)."""
+    if all(i == idx[0] for i in idx):
+        return slice(idx[0], idx[0] + 1)
+    if list(idx) == list(range(idx[0], idx[0] + len(idx))):
+        return slice(idx[0], idx[0] + len(idx))
+    return list(idx)
+
+
+@dataclass
+class _Level:
+    slots: slice
+    joints: slice | list[int]
+    parents: slice | list[int]
+    neutral: np.ndarray  # [k, 3, 3] neutral local rotations of the joints
+    limit: np.ndarray  # [k] largest twist
+
+
+@dataclass
+class _RestTerms:
+    """Everything the IK needs of a rest skeleton, computed once per skeleton ([R, ...], R = 1 for the body's own,
+    broadcast over people, or R = N for per-person SMPL shapes)."""
+
+    bone: np.ndarray  # [R, 17, 3] unit rest bones of the aimed slots
+    twist_aux: np.ndarray  # [R, 17, 3] rest auxiliary vector per slot
+    hinge_bend: np.ndarray  # [R, 4] rest bend of hips/shoulders limbs
+    root_vecs: np.ndarray  # [R, 2, 3] unit hip line and lower spine
+    chest_vecs: np.ndarray  # [R, 4, 3] spine3 -> neck, shoulders; shoulder line
+    chest_sum: np.ndarray  # [R, 3] sum of the first three chest vectors
+    offsets: np.ndarray  # [R, 5, 3] pelvis -> mid-hip, -> spine1, spine1 -> spine2, spine2 -> spine3, spine3 -> mid-sh
+    torso_length: np.ndarray  # [R]
+    measures: np.ndarray  # [R, M] rest lengths of the measures
+
+    @classmethod
+    def of(cls, rest: np.ndarray, rest_landmarks: np.ndarray, measure_op: np.ndarray) -> _RestTerms:
+        bone = _unit(rest[:, list(_AIM_CHILD)] - rest[:, list(_AIM)])
+        hinge_axis, hinge_bend = _rest_hinge(bone[:, _HINGE_SLOTS], bone[:, _HINGE_LOWER_SLOTS],
+                                             np.array([HINGE_AXIS[i] for i in (4, 5, 18, 19)]))
+        shoulders = rest[:, 16] - rest[:, 17]
+        lm_aux = rest_landmarks[_AUX_LM_TO] - rest_landmarks[_AUX_LM_FROM]
+        pieces = np.concatenate([hinge_axis, shoulders[:, None], np.broadcast_to(lm_aux, (len(rest), 5, 3))], 1)
+        root_vecs = _unit(rest[:, [1, 6]] - rest[:, [2, 0]])
+        chest_vecs = np.concatenate([rest[:, [12, 16, 17]] - rest[:, 9:10], shoulders[:, None]], 1)
+        mid_hip, mid_sh = 0.5 * (rest[:, 1] + rest[:, 2]), 0.5 * (rest[:, 16] + rest[:, 17])
+        offsets = np.stack([mid_hip - rest[:, 0], rest[:, 3] - rest[:, 0], rest[:, 6] - rest[:, 3],
+                            rest[:, 9] - rest[:, 6], mid_sh - rest[:, 9]], 1)
+        return cls(bone, pieces[:, np.minimum(_TWIST_PIECE, 9)], hinge_bend, root_vecs, chest_vecs,
+                   np.add.reduce(chest_vecs[:, :3], axis=1), offsets,
+                   _norm(0.5 * (rest[:, 16] + rest[:, 17] - rest[:, 1] - rest[:, 2])),
+                   _norm(measure_op @ rest))
+
+
 class BodyFitter:
     """Closed-form IK from BlazePose world landmarks to a :class:`BodyModel` (see the module docstring).
 
@@ -538,7 +762,8 @@ class BodyFitter:
         joint_map: joint placement; default: calibrated on ``body``'s rest skeleton.
         min_visibility: joints built from landmarks below this keep a neutral local rotation.
         shape_reg: ridge weight pulling SMPL betas to 0 (in units of squared metres per beta^2).
-        neutral_pose: [69] local axis-angle used for unseen joints (default: zero, the rest pose).
+        neutral_pose: [69] local axis-angle used for unseen joints (default :data:`RELAXED_POSE`: arms hanging
+            at the sides; zeros give the rest T-pose).
     """
 
     def __init__(self, body: BodyModel, joint_map: JointMap | None = None, min_visibility: float = 0.5,
@@ -563,10 +788,15 @@ class BodyFitter:
         self.rest_landmarks = landmarks_from_body(rest_vertices[None], rest_joints[None], self.vertex_ids, base,
                                                   centre=False)[0]
         self.joint_map = joint_map or calibrate_joint_map(rest_joints, self.rest_landmarks, base)
-        neutral = np.zeros(69) if neutral_pose is None else np.asarray(neutral_pose, dtype=np.float64)
-        self.neutral_local = np.concatenate([np.eye(3)[None], _axis_angle(
-            _unit(neutral.reshape(23, 3)), np.linalg.norm(neutral.reshape(23, 3), axis=-1))], axis=0)
+        self._coef = _coef_arrays(self.joint_map)
+        neutral = (RELAXED_POSE if neutral_pose is None else np.asarray(neutral_pose, dtype=np.float64)).reshape(23, 3)
+        self.neutral_local = np.concatenate([np.eye(3)[None], _axis_angle(_unit(neutral), _norm(neutral))], axis=0)
         self.measure_op, self.measure_joints = _measure_operator()
+        self._measure_table = np.array([list(js) + [js[0]] * (4 - len(js)) for js in self.measure_joints])
+        self._rest = _RestTerms.of(rest_joints[None], self.rest_landmarks, self.measure_op)
+        self._levels = [_Level(slice(a, b), _index(_AIM[a:b]), _index([SMPL_PARENTS[j] for j in _AIM[a:b]]),
+                               self.neutral_local[list(_AIM[a:b])], _TWIST_LIMIT[a:b])
+                        for a, b in _LEVELS]
 
     # ------------------------------------------------------------------ shape
     def _fit_betas(self, target: np.ndarray, conf: np.ndarray) -> np.ndarray:
@@ -615,154 +845,121 @@ class BodyFitter:
         world = np.asarray(world, dtype=np.float64).reshape(-1, 33, 3)
         vis = np.asarray(visibility, dtype=np.float64).reshape(-1, 33)
         n = world.shape[0]
-        rest = np.broadcast_to(self.rest_joints, (n, 24, 3)) if rest_joints is None else rest_joints
-        target, conf = landmarks_to_smpl_joints(world, vis, self.joint_map)
-        limb_scale = self._scale(target, conf, rest, limbs_only=True)
-        rest_torso = np.linalg.norm(0.5 * (rest[:, 16] + rest[:, 17] - rest[:, 1] - rest[:, 2]), axis=-1)
-        target, conf = landmarks_to_smpl_joints(world, vis, self.joint_map, limb_scale * rest_torso)
+        rest = self._rest if rest_joints is None else _RestTerms.of(
+            np.asarray(rest_joints, dtype=np.float64), self.rest_landmarks, self.measure_op)
+
+        # Targets: straight placement, limb scale -> expected torso length -> spine on the bent arc, collars.
+        place = _place_joints(world, self.joint_map, self._coef)
+        conf = _confidence(vis)
         ok = conf >= self.min_visibility
-        glob = np.zeros((n, 24, 3, 3))
-        lm_rest = self.rest_landmarks
+        measured = _norm(self.measure_op @ place.joints)  # the measures do not involve the bent spine
+        measure_ok = np.minimum.reduce(conf[:, self._measure_table], axis=-1) >= self.min_visibility
+        limb_scale = self._ratio(measured[:, :-1], rest.measures[:, :-1], measure_ok[:, :-1])
+        target = _finish_joints(place, self._coef, limb_scale * rest.torso_length)
 
-        def bone(j: list[int], c: list[int]) -> tuple[np.ndarray, np.ndarray]:
-            return _unit(rest[:, c] - rest[:, j]), _unit(target[:, c] - target[:, j])
+        # Target side of every aimed joint: bone direction, twist vectors and weights, confidence.
+        bone = _unit(target[:, list(_AIM_CHILD)] - target[:, list(_AIM)])
+        hinge, bend = _hinge(bone[:, _HINGE_SLOTS], bone[:, _HINGE_LOWER_SLOTS], rest.hinge_bend)
+        shoulders = target[:, 16] - target[:, 17]
+        pieces = np.concatenate([hinge, shoulders[:, None], world[:, _AUX_LM_TO] - world[:, _AUX_LM_FROM]], 1)
+        piece_weight = np.concatenate([bend * ok[:, _HINGE_TIP], (ok[:, 16] & ok[:, 17])[:, None],
+                                       np.minimum(vis[:, _AUX_LM_TO], vis[:, _AUX_LM_FROM]) >= self.min_visibility,
+                                       np.zeros((n, 1))], 1)
+        # (no twist about a degenerate bone)
+        twist_weight = _TWIST_FRAC * piece_weight[:, _TWIST_PIECE] * (_norm(bone) > 0.5)
+        twist = _TwistTarget.of(bone, pieces[:, np.minimum(_TWIST_PIECE, 9)])
+        good = ok[:, list(_AIM)] & ok[:, list(_GOOD_WITH)]
 
-        def aim(j: list[int], c: list[int]) -> np.ndarray:
-            parent = glob[:, [SMPL_PARENTS[i] for i in j]]
-            rest_b, tgt_b = bone(j, c)
-            carried = np.einsum("nkab,nkb->nka", parent, rest_b)
-            return _swing(carried, tgt_b) @ parent
-
-        def twist(g: np.ndarray, axis: np.ndarray, rest_aux: np.ndarray, tgt_aux: np.ndarray, frac: float,
-                  weight: np.ndarray, limit: float = np.pi) -> np.ndarray:
-            cur = np.einsum("nkab,nkb->nka", g, np.broadcast_to(rest_aux, tgt_aux.shape))
-            angle, w = _twist_angle(axis, cur, tgt_aux)
-            angle = np.clip(frac * angle * w * weight, -limit, limit)
-            return _axis_angle(axis, angle) @ g
-
-        def commit(j: list[int], g: np.ndarray, good: np.ndarray) -> None:
-            parent = glob[:, [SMPL_PARENTS[i] for i in j]] if j[0] > 0 else np.eye(3)
-            neutral = parent @ self.neutral_local[j]
-            glob[:, j] = np.where(good[..., None, None], g, neutral)
-
-        # Root: hip line and torso axis (rest vs target).
-        up_t, up_r = target[:, 6] - target[:, 0], rest[:, 6] - rest[:, 0]  # lower half of the (bent) spine
-        vecs_r = np.stack([_unit(rest[:, 1] - rest[:, 2]), _unit(up_r)], 1)
-        vecs_t = np.stack([_unit(target[:, 1] - target[:, 2]), _unit(up_t)], 1)
-        root = _wahba(vecs_r, vecs_t, np.ones((n, 2)))
-        root_ok = ok[:, 0]
-        glob[:, 0] = np.where(root_ok[:, None, None], root, np.diag([1.0, -1.0, -1.0]))  # unseen: upright, facing
-
-        # Thighs and upper arms: aim at the knee/elbow, twist so the knee/elbow bends about its hinge.
-        for j, c, cc, limit in (([1, 2], [4, 5], [7, 8], np.radians(60)), ([16, 17], [18, 19], [20, 21], np.pi / 2)):
-            if j[0] == 16:
-                collars = aim([13, 14], j)
-                commit([13, 14], collars, ok[:, [13, 14]] & ok[:, j])
-            g = aim(j, c)
-            hinge_r, hinge_t, bend = _hinge(rest[:, j], rest[:, c], rest[:, cc], target[:, j], target[:, c],
-                                            target[:, cc], np.array([HINGE_AXIS[i] for i in c]))
-            upper = _unit(target[:, c] - target[:, j])
-            g = twist(g, upper, hinge_r, hinge_t, 1.0, bend * ok[:, cc], limit)
-            commit(j, g, ok[:, j] & ok[:, c])
-            if j[0] == 1:
-                # Spine: aim each segment, spreading the shoulder-line twist; chest by a Wahba fit.
-                sh_t = target[:, 16] - target[:, 17]
-                sh_r = (rest[:, 16] - rest[:, 17])[:, None]
-                for seg, nxt, frac in ((3, 6, 1.0 / 3.0), (6, 9, 0.5)):
-                    g = aim([seg], [nxt])
-                    g = twist(g, _unit(target[:, [nxt]] - target[:, [seg]]), sh_r, sh_t[:, None], frac,
-                              ok[:, [16]] & ok[:, [17]])
-                    commit([seg], g, ok[:, [seg]])
-                self._reach_shoulders(glob, target, rest, ok)
-                # Knees and ankles.
-                commit([4, 5], aim([4, 5], [7, 8]), ok[:, [4, 5]] & ok[:, [7, 8]])
-                g = aim([7, 8], [10, 11])
-                heel_r = lm_rest[[29, 30]] - lm_rest[[27, 28]]
-                heel_t = world[:, [29, 30]] - world[:, [27, 28]]
-                g = twist(g, _unit(target[:, [10, 11]] - target[:, [7, 8]]), heel_r[None], heel_t, 1.0,
-                          (np.minimum(vis[:, [29, 30]], vis[:, [27, 28]]) >= self.min_visibility).astype(float))
-                commit([7, 8], g, ok[:, [7, 8]] & ok[:, [10, 11]])
-                commit([10, 11], glob[:, [7, 8]], np.zeros((n, 2), bool))
-
-        # Neck (aims at the head, half the face twist) and head (face Wahba).
+        # Root (hip line and lower spine) and head (face points): one batched Wahba fit.
         face = [7, 8, 2, 5, 0]
-        face_r = lm_rest[face] - 0.5 * (lm_rest[7] + lm_rest[8])
+        face_r = self.rest_landmarks[face] - 0.5 * (self.rest_landmarks[7] + self.rest_landmarks[8])
         face_t = world[:, face] - _mid(world, 7, 8)[:, None]
-        ear_r, ear_t = lm_rest[7] - lm_rest[8], world[:, 7] - world[:, 8]
-        g = aim([12], [15])
-        g = twist(g, _unit(target[:, [15]] - target[:, [12]]), ear_r[None, None], ear_t[:, None], 0.5,
-                  ok[:, [15]].astype(float))
-        commit([12], g, ok[:, [12]] & ok[:, [15]])
-        head = _wahba(np.broadcast_to(face_r, face_t.shape), face_t, (vis[:, face] >= self.min_visibility) + 1e-6)
-        commit([15], head[:, None], ok[:, [15]])
+        moments = np.concatenate([
+            _moments(rest.root_vecs, _unit(target[:, [1, 6]] - target[:, [2, 0]])),
+            _moments(face_r, face_t, (vis[:, face] >= self.min_visibility) + 1e-6)])
+        root, head = np.split(_nearest_rotation(moments), 2)
+        glob = np.empty((n, 24, 3, 3))
+        glob[:, 0] = np.where(ok[:, :1, None], root, _UNSEEN_ROOT)
 
-        # Elbows (half the hand twist) and wrists (hand plane); hands stay neutral.
-        palm_r = lm_rest[[19, 20]] - lm_rest[[17, 18]]
-        palm_t = world[:, [19, 20]] - world[:, [17, 18]]
-        palm_ok = (np.minimum(vis[:, [19, 20]], vis[:, [17, 18]]) >= self.min_visibility).astype(float)
-        for j, c, frac in (([18, 19], [20, 21], 0.5), ([20, 21], [22, 23], 1.0)):
-            g = aim(j, c)
-            g = twist(g, _unit(target[:, c] - target[:, j]), palm_r[None], palm_t, frac, palm_ok)
-            commit(j, g, ok[:, j] & ok[:, c])
-        commit([22, 23], glob[:, [20, 21]], np.zeros((n, 2), bool))
+        for i, level in enumerate(self._levels):
+            if i == _CHEST_LEVEL:
+                self._reach_shoulders(glob, target, rest, ok[:, 9:10])
+            self._aim(glob, level, rest, bone, twist, twist_weight, good)
+        last = glob[:, [7, 8, 12, 20, 21]] @ self.neutral_local[_LAST]
+        last[:, 2] = np.where(ok[:, 15:16, None], head, last[:, 2])
+        glob[:, _LAST] = last
 
         local = np.empty_like(glob)
         local[:, 0] = glob[:, 0]
-        parents = list(SMPL_PARENTS[1:])
-        local[:, 1:] = np.swapaxes(glob[:, parents], -1, -2) @ glob[:, 1:]
-        scale = self._scale(target, conf, rest)
-        return local, target, conf, scale
+        local[:, 1:] = np.swapaxes(glob[:, SMPL_PARENTS[1:]], -1, -2) @ glob[:, 1:]
+        return local, target, conf, self._ratio(measured, rest.measures, measure_ok)
 
     @staticmethod
-    def _reach_shoulders(glob: np.ndarray, target: np.ndarray, rest: np.ndarray, ok: np.ndarray) -> None:
+    def _aim(glob: np.ndarray, level: _Level, rest: _RestTerms, bone: np.ndarray, twist: _TwistTarget,
+             twist_weight: np.ndarray, good: np.ndarray) -> None:
+        """Solve one level of aimed joints in place: swing the rest bone (carried by the parent's rotation) onto
+        the target bone, twist about it, and keep the neutral local rotation where the joint is not seen.
+
+        Args:
+            glob: [N, 24, 3, 3] global rotations; the level's parents are set, its joints are written.
+            level: which slots/joints; rest: rest terms; bone: [N, 17, 3] unit target bones.
+            twist: target twist terms of all slots; twist_weight: [N, 17] per-slot twist weights (times the
+            fraction of the twist applied); good: [N, 17] per-slot confidence flags.
+        """
+        k = level.slots
+        parent = glob[:, level.parents]
+        tw = twist[k]
+        g = _swing((parent @ rest.bone[:, k, :, None])[..., 0], bone[:, k]) @ parent
+        angle, w = _twist_angle(tw, (g @ rest.twist_aux[:, k, :, None])[..., 0])
+        angle = angle * w * twist_weight[:, k]
+        g = tw.rotation(np.minimum(np.maximum(angle, -level.limit), level.limit)) @ g
+        glob[:, level.joints] = np.where(good[:, k, None, None], g, parent @ level.neutral)
+
+    @staticmethod
+    def _reach_shoulders(glob: np.ndarray, target: np.ndarray, rest: _RestTerms, good: np.ndarray) -> None:
         """Chest rotation, then two CCD passes over spine2/spine1 so the spine chain (rest bone lengths) puts the
         shoulders where they are observed, whatever the bend; the chest is refitted at the reached spine3.
 
         Args:
             glob: [N, 24, 3, 3] global rotations, pelvis..spine2 set; updated in place (3, 6, 9).
-            target: [N, 24, 3]; rest: [N, 24, 3]; ok: [N, 24] joint confidence flags.
+            target: [N, 24, 3]; rest: rest terms; good: [N, 1] spine3 confidence flag.
         """
-        n = target.shape[0]
-        kids = [12, 16, 17]
-        sh_t = (target[:, 16] - target[:, 17])[:, None]
-        sh_r = (rest[:, 16] - rest[:, 17])[:, None]
         mid_sh_t = 0.5 * (target[:, 16] + target[:, 17])
-        mid_sh_r = 0.5 * (rest[:, 16] + rest[:, 17])
-        good = ok[:, 9:10]
+        off = rest.offsets[..., None]  # [R, 5, 3, 1]
+        # The chest Wahba moments are linear in the spine3 position p9: B0 - p9 (sum of rest vectors)^T.
+        vt = np.concatenate([target[:, [12, 16, 17]], (target[:, 16] - target[:, 17])[:, None]], 1)
+        base_moments = _moments(rest.chest_vecs, vt)
 
-        def chest(p9: np.ndarray) -> np.ndarray:
-            vr = np.concatenate([rest[:, kids] - rest[:, None, 9], sh_r], 1)
-            vt = np.concatenate([target[:, kids] - p9[:, None], sh_t], 1)
-            return _wahba(vr, vt, np.ones((n, 4)))
+        def chest(p9: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+            rot = _nearest_rotation(base_moments - p9[:, :, None] * rest.chest_sum[:, None, :])
+            return np.where(good[..., None], rot, fallback)
 
-        def chain() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            p0 = 0.5 * (target[:, 1] + target[:, 2]) - np.einsum(
-                "nab,nb->na", glob[:, 0], 0.5 * (rest[:, 1] + rest[:, 2]) - rest[:, 0])
-            p3 = p0 + np.einsum("nab,nb->na", glob[:, 0], rest[:, 3] - rest[:, 0])
-            p6 = p3 + np.einsum("nab,nb->na", glob[:, 3], rest[:, 6] - rest[:, 3])
-            return p3, p6, p6 + np.einsum("nab,nb->na", glob[:, 6], rest[:, 9] - rest[:, 6])
+        def step(r: np.ndarray, i: int) -> np.ndarray:
+            return (r @ off[:, i])[..., 0]
 
-        glob[:, 9] = np.where(good[..., None], chest(chain()[2]), glob[:, 6])
+        r0, r3, r6 = glob[:, 0], glob[:, 3], glob[:, 6]
+        p3 = 0.5 * (target[:, 1] + target[:, 2]) - step(r0, 0) + step(r0, 1)
+        p6 = p3 + step(r3, 2)
+        r9 = chest(p6 + step(r6, 3), r6)
         for _ in range(2):
-            for joint, moved in ((6, [6, 9]), (3, [3, 6, 9])):
-                p3, p6, p9 = chain()
-                pivot = p6 if joint == 6 else p3
-                reached = p9 + np.einsum("nab,nb->na", glob[:, 9], mid_sh_r - rest[:, 9])
-                swing = _swing(_unit(reached - pivot), _unit(mid_sh_t - pivot))
-                swing = np.where(good[..., None], swing, np.eye(3))
-                glob[:, moved] = swing[:, None] @ glob[:, moved]
-            glob[:, 9] = np.where(good[..., None], chest(chain()[2]), glob[:, 6])
+            for pivot in (6, 3):
+                p9 = p6 + step(r6, 3)
+                reached = p9 + step(r9, 4)
+                origin = p6 if pivot == 6 else p3
+                swing = _swing(_unit(reached - origin), _unit(mid_sh_t - origin))
+                swing = np.where(good[..., None], swing, _EYE)
+                if pivot == 3:
+                    r3 = swing @ r3
+                    p6 = p3 + step(r3, 2)
+                r6, r9 = swing @ r6, swing @ r9
+            r9 = chest(p6 + step(r6, 3), r6)
+        glob[:, 3], glob[:, 6], glob[:, 9] = r3, r6, r9
 
-    def _scale(self, target: np.ndarray, conf: np.ndarray, rest: np.ndarray, limbs_only: bool = False) -> np.ndarray:
-        """[N] ratio of measured to rest lengths summed over the visible measures (1 when none is visible);
-        ``limbs_only`` leaves out the torso, whose length changes when the spine bends."""
-        op = self.measure_op[:-1] if limbs_only else self.measure_op
-        lt = np.linalg.norm(np.einsum("kj,njc->nkc", op, target), axis=-1)
-        lr = np.linalg.norm(np.einsum("kj,njc->nkc", op, rest), axis=-1)
-        w = np.stack([np.min(conf[:, list(js)], axis=1) for js in self.measure_joints[: len(op)]], 1)
-        w = w >= self.min_visibility
-        num, den = np.sum(lt * w, 1), np.sum(lr * w, 1)
+    def _ratio(self, measured: np.ndarray, rest: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """[N] ratio of measured to rest lengths summed over the visible measures (1 when none is visible)."""
+        num, den = np.add.reduce(measured * ok, axis=1), np.add.reduce(rest * ok, axis=1)
         return np.where(den > 0, num / np.maximum(den, _EPS), 1.0)
+
 
     def fit(self, world: np.ndarray, visibility: np.ndarray) -> FitResult:
         """Fit pose (and SMPL shape) to BlazePose world landmarks.
@@ -804,6 +1001,8 @@ class BodyFitter:
         f32 = np.float32
         return FitResult(global_orient.astype(f32), body_pose.astype(f32), betas.astype(f32), joints.astype(f32),
                          scale.astype(f32), conf.astype(f32), residual.astype(f32), mean_error.astype(f32))
+
+
 
 
 def fit_camera(joints3d: np.ndarray, points2d: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -57,7 +57,7 @@ needs_vtest = pytest.mark.skipif(not VTEST.is_file(), reason=f"{VTEST} missing: 
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Two torch threads on a 2-core box shared with other jobs run 4x slower than one (see cpu_stack.md §2)."""
+    """Two torch threads on a 2-core box shared with other jobs ran 4x slower than one (measured)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -49,17 +49,23 @@ class RealFootageCfg:
         box_scale: ROI side as a multiple of the detector box's longer side (first crop of a new person).
         new_iou: a detection matched one-to-one to a tracked person's box with at least this overlap is that
             person, not a new one.
+        reseed_iou: a tracked person matched to a detection with less overlap than this is cropped again from the
+            detection (the crop had slid off the person).
         merge_distance: two tracks whose body landmarks are closer than this (mean, in person heights) are one
             person.
         min_visible: fewest landmarks with visibility >= 0.5 for a person to be reported.
+        max_misses: detector passes in a row that may miss a tracked person before the track is dropped (the
+            landmark network alone keeps a drifted crop "alive" on background that looks like a body).
     """
 
     detect_every: int = 4
     flag_threshold: float = 0.5
     box_scale: float = 1.25
     new_iou: float = 0.3
+    reseed_iou: float = 0.5
     merge_distance: float = 0.12
     min_visible: int = 6
+    max_misses: int = 1
 
 
 class RealFootageModel(PeopleModel):
@@ -84,6 +90,7 @@ class RealFootageModel(PeopleModel):
 
     def reset(self) -> None:
         self._rois = Rois.concat([])
+        self._misses = np.zeros(0, np.int64)  # detector passes in a row that did not confirm each track
         self._frame = 0
 
     def __call__(self, frame_bgr: np.ndarray, query: PeopleQuery) -> FramePeople:
@@ -91,26 +98,39 @@ class RealFootageModel(PeopleModel):
         t0 = time.perf_counter()
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
         tracked = self.landmarks(rgb, self._rois)
-        tracked = tracked.select(tracked.flag >= cfg.flag_threshold)
-        t1 = time.perf_counter()
+        alive = tracked.flag >= cfg.flag_threshold
+        tracked, misses = tracked.select(alive), self._misses[alive]
         detect_ms = 0.0
         if len(tracked) == 0 or self._frame % cfg.detect_every == 0:
-            dets = self.detector(frame_bgr, query.threshold, query.max_people)
             t_det = time.perf_counter()
-            detect_ms = (t_det - t1) * 1e3
-            if len(dets) and len(tracked):
-                dets.boxes = dets.boxes[_unclaimed(iou_matrix(dets.boxes, tracked.boxes()), cfg.new_iou)]
-            if len(dets.boxes):
-                first = self.landmarks(rgb, rois_from_boxes(dets.boxes, cfg.box_scale))
+            dets = self.detector(frame_bgr, query.threshold, query.max_people)
+            detect_ms = (time.perf_counter() - t_det) * 1e3
+            seeds = dets.boxes
+            if len(tracked):
+                ious = iou_matrix(dets.boxes, tracked.boxes())
+                pairs = _match(ious, cfg.new_iou)
+                confirmed = np.zeros(len(tracked), bool)
+                confirmed[pairs[:, 1]] = True
+                # a track that only loosely covers its detection has slid off its person (often onto a
+                # neighbour in a group): start it again from the detector's box
+                loose = pairs[ious[pairs[:, 0], pairs[:, 1]] < cfg.reseed_iou]
+                free = np.setdiff1d(np.arange(len(dets)), pairs[:, 0])
+                seeds = dets.boxes[np.concatenate([free, loose[:, 0]])]
+                misses = np.where(confirmed, 0, misses + 1)
+                # a track the detector keeps not seeing has drifted onto background
+                kept = (misses <= cfg.max_misses) & ~np.isin(np.arange(len(tracked)), loose[:, 1])
+                tracked, misses = tracked.select(kept), misses[kept]
+            if len(seeds):
+                first = self.landmarks(rgb, rois_from_boxes(seeds, cfg.box_scale))
                 first = first.select(first.flag >= cfg.flag_threshold)
                 fresh = self.landmarks(rgb, first.next_rois)  # re-framed on its own alignment points
                 fresh = fresh.select(fresh.flag >= cfg.flag_threshold)
                 tracked = _concat(tracked, fresh)
-            t1 = t_det
-        tracked = self._merge(tracked).select(slice(0, query.max_people))
-        visible = (tracked.visibility >= 0.5).sum(axis=1) >= cfg.min_visible
-        tracked = tracked.select(visible)
-        self._rois = tracked.next_rois
+                misses = np.concatenate([misses, np.zeros(len(fresh), np.int64)])
+        keep = self._merge(tracked)[: query.max_people]
+        keep = keep[(tracked.visibility[keep] >= 0.5).sum(axis=1) >= cfg.min_visible]
+        tracked = tracked.select(keep)
+        self._rois, self._misses = tracked.next_rois, misses[keep]
         self._frame += 1
         t2 = time.perf_counter()
         h, w = frame_bgr.shape[:2]
@@ -120,16 +140,16 @@ class RealFootageModel(PeopleModel):
         landmark_ms = (t2 - t0) * 1e3 - detect_ms
         return FramePeople(people, box, {"detect": detect_ms, "landmarks": landmark_ms, "fit": (t3 - t2) * 1e3})
 
-    def _merge(self, lm: Landmarks) -> Landmarks:
-        """Drop tracks that converged on a person already kept (the one with the higher flag wins).
+    def _merge(self, lm: Landmarks) -> np.ndarray:
+        """Indices of the tracks to keep, best first: a track that converged on a person already kept goes (the
+        one with the higher flag wins).
 
         Two tracks are one person when their torso and limb landmarks nearly coincide (mean distance under
-        ``merge_distance`` x the person's torso-and-legs size); box overlap alone would merge people walking
-        side by side.
+        ``merge_distance`` x the person's size); box overlap alone would merge people walking side by side.
         """
-        if len(lm) < 2:
-            return lm
         order = np.argsort(-lm.flag, kind="stable")
+        if len(lm) < 2:
+            return order
         body = lm.image[:, BODY_POINTS, :2]
         boxes = lm.boxes()
         size = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
@@ -138,7 +158,7 @@ class RealFootageModel(PeopleModel):
         for i in order:
             if all(dist[i, j] > self.cfg.merge_distance for j in keep):
                 keep.append(int(i))
-        return lm.select(np.asarray(keep, np.int64))
+        return np.asarray(keep, np.int64)
 
     def _people(self, lm: Landmarks, box: Letterbox) -> People:
         n = len(lm)
@@ -159,8 +179,13 @@ class RealFootageModel(PeopleModel):
         return people if ok.all() else people.select(ok)
 
 
-def _unclaimed(ious: np.ndarray, min_iou: float) -> np.ndarray:
-    """Detections [M] left over after greedy one-to-one matching to tracked people ([M, K] IoUs)."""
+def _match(ious: np.ndarray, min_iou: float) -> np.ndarray:
+    """Greedy one-to-one matching of detections to tracked people by IoU ([M, K]), best pairs first.
+
+    Returns:
+        [P, 2] int (detection, tracked person) pairs with IoU >= ``min_iou``.
+    """
+    pairs: list[tuple[int, int]] = []
     free = np.ones(ious.shape[0], bool)
     taken = np.zeros(ious.shape[1], bool)
     for flat in np.argsort(-ious, axis=None):
@@ -169,7 +194,8 @@ def _unclaimed(ious: np.ndarray, min_iou: float) -> np.ndarray:
             break
         if free[d] and not taken[t]:
             free[d], taken[t] = False, True
-    return free
+            pairs.append((d, t))
+    return np.asarray(pairs, np.int64).reshape(-1, 2)
 
 
 def _to_normalised(px: np.ndarray, box: Letterbox) -> np.ndarray:

@@ -1,0 +1,194 @@
+"""The real-footage default: ROI geometry, detector decoding, the bundled networks on hand-boxed real frames,
+and clear errors for missing or wrong model files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from app.config import REALFOOTAGE_DIR
+from engine.errors import ModelFileError
+from engine.realfootage.detector import STRIDES, PersonDetector, nms
+from engine.realfootage.evaluate import Score, load_annotations, mesh_boxes, score_image
+from engine.realfootage.roi import Rois, crop_rois, rois_from_alignment, rois_from_boxes
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+BOXES = ROOT / "tests" / "data" / "realfootage_boxes.json"
+needs_data = pytest.mark.skipif(not (DATA / "vtest.avi").is_file(), reason="apt-get install -y opencv-doc")
+
+
+def test_roi_crop_maps_back_to_the_frame():
+    """A point drawn in the frame lands where the crop->frame map says, for rotated ROIs too."""
+    frame = np.zeros((300, 400, 3), np.uint8)
+    cv2.circle(frame, (250, 120), 3, (255, 255, 255), -1)
+    for angle in (0.0, 0.7, -2.0):
+        rois = Rois(np.array([[240.0, 130.0]], np.float32), np.array([80.0], np.float32),
+                    np.array([angle], np.float32))
+        crops, maps = crop_rois(frame, rois, 64)
+        ys, xs = np.nonzero(crops[0, :, :, 0] > 0.5)
+        back = maps[0] @ np.array([xs.mean(), ys.mean(), 1.0])
+        np.testing.assert_allclose(back, [250, 120], atol=1.0)
+
+
+def test_alignment_rois_are_upright_for_upright_people():
+    hip = np.array([[100.0, 200.0], [50.0, 50.0]])
+    top = np.array([[100.0, 150.0], [90.0, 50.0]])  # second person lies along +x
+    rois = rois_from_alignment(hip, top, 1.5)
+    np.testing.assert_allclose(rois.sides, [150.0, 120.0], rtol=1e-6)
+    assert abs(rois.angles[0]) < 1e-6
+    m = rois.crop_to_image(256)[1]
+    up = m[:, :2] @ np.array([0.0, -1.0])  # the crop's "up" points from hip to the scale point in the frame
+    np.testing.assert_allclose(up / np.linalg.norm(up), [1.0, 0.0], atol=1e-6)
+    box = rois_from_boxes(np.array([[10, 20, 50, 120]]), 1.25)
+    np.testing.assert_allclose(box.centers, [[30, 70]])
+    np.testing.assert_allclose(box.sides, [125.0])
+
+
+class _FakeGraph:
+    """Stands in for the ONNX detector: one confident person cell with a known distance distribution."""
+
+    input_names = ["input"]
+    input_shapes = {"input": [1, 3, 416, 416]}
+
+    def __init__(self, cell: tuple[int, int], stride: int, dist_cells: tuple[int, int, int, int]) -> None:
+        self.cell, self.stride, self.dist = cell, stride, dist_cells
+
+    def run(self, feeds):
+        out = {}
+        for s in STRIDES:
+            n = 416 // s
+            cls = np.zeros((1, n * n, 80), np.float32)
+            box = np.full((1, n * n, 44), -30.0, np.float32)
+            if s == self.stride:
+                i = self.cell[1] * n + self.cell[0]
+                cls[0, i, 0] = 0.9
+                cls[0, i, 5] = 0.95  # another class: ignored
+                for side, d in enumerate(self.dist):
+                    box[0, i, side * 11 + d] = 30.0  # a one-hot distribution at d cells
+            out[f"cls_{s}"], out[f"box_{s}"] = cls, box
+        return out
+
+
+def test_detector_decodes_cell_centres_and_distances():
+    det = PersonDetector(_FakeGraph(cell=(10, 20), stride=8, dist_cells=(2, 5, 3, 6)))
+    frame = np.zeros((416, 416, 3), np.uint8)
+    found = det(frame, threshold=0.5)
+    assert len(found) == 1
+    cx, cy = 10.5 * 8, 20.5 * 8  # the cell centre
+    np.testing.assert_allclose(found.boxes[0], [cx - 16, cy - 40, cx + 24, cy + 48], atol=1e-3)
+    assert len(det(frame, threshold=0.95)) == 0
+    # a 2x larger frame: the same box in its pixels (aspect kept, top-left letterbox)
+    big = det(np.zeros((832, 600, 3), np.uint8), threshold=0.5)
+    np.testing.assert_allclose(big.boxes[0], np.array([cx - 16, cy - 40, cx + 24, cy + 48]) * 2, atol=1e-2)
+
+
+def test_nms_and_scoring():
+    boxes = np.array([[0, 0, 10, 20], [1, 0, 11, 20], [30, 30, 40, 50]], np.float32)
+    keep = nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5)
+    assert keep.tolist() == [0, 2]
+    people = [{"box": [0, 0, 10, 20], "hard": False}, {"box": [100, 100, 110, 120], "hard": True}]
+    s = score_image(boxes[keep], people, ignore=[[28, 28, 45, 55]])
+    assert (s.tp, s.fn, s.fp, s.hard_total) == (1, 0, 0, 1)  # the box in the ignore region is no false positive
+    s = score_image(np.array([[0, 0, 10, 20], [0, 0, 100, 200]]), people, ignore=[])
+    assert s.fp == 1 and s.giant == 1
+    assert mesh_boxes(np.array([[[1, 2], [5, 9], [3, 0]]])).tolist() == [[1, 0, 5, 9]]
+
+
+@pytest.fixture(scope="module")
+def realfootage(one_torch_thread):
+    from engine.body import create_body_model
+    from engine.frame_models import open_realfootage
+
+    body = create_body_model("anny")
+    return open_realfootage(REALFOOTAGE_DIR, body, landmarks="lite"), body
+
+
+@needs_data
+def test_finds_the_people_of_hand_boxed_real_frames(realfootage):
+    """Cold start on annotated vtest frames and photos: recall and precision of the rendered bodies >= 0.8,
+    no body far larger than the people around it."""
+    from app.render.projection import project_points
+    from engine.frame_models import PeopleQuery
+    from engine.postprocess import people_to_meshes
+
+    model, body = realfootage
+    images = load_annotations(BOXES)
+    wanted = {im["frame"]: im for im in images if "frame" in im and im["frame"] in (100, 260, 580, 760)}
+    photos = [im for im in images if "frame" not in im]
+    cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
+    todo = []
+    for i in range(max(wanted) + 1):
+        ok, frame = cap.read()
+        if i in wanted:
+            todo.append((frame, wanted[i]))
+    cap.release()
+    todo += [(cv2.imread(str(DATA / im["source"])), im) for im in photos]
+    score = Score()
+    query = PeopleQuery(threshold=model.info.default_threshold)
+    for frame, im in todo:
+        model.reset()
+        res = model(frame, query)
+        meshes = people_to_meshes(res.people, body, res.box)
+        px, _ = project_points(meshes.vertices, res.people.cam, res.box)
+        score.add(score_image(mesh_boxes(px), im["people"], im.get("ignore", [])))
+    summary = score.summary()
+    assert summary["recall"] >= 0.8, summary
+    assert summary["precision"] >= 0.8, summary
+    assert summary["giant_bodies"] == 0, summary
+    assert 0.75 < summary["height_ratio_median"] < 1.3, summary
+
+
+@needs_data
+def test_tracking_keeps_people_across_frames(realfootage):
+    """On consecutive frames the detector runs only every few frames, yet the people stay found."""
+    from engine.frame_models import PeopleQuery
+
+    model, _ = realfootage
+    model.reset()
+    cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
+    counts, detect_ms = [], []
+    for _ in range(12):
+        ok, frame = cap.read()
+        res = model(frame, PeopleQuery(threshold=model.info.default_threshold))
+        counts.append(len(res.people))
+        detect_ms.append(res.timings_ms["detect"])
+    cap.release()
+    assert min(counts) >= 3, counts  # vtest's first frames show 4-5 people
+    assert sum(ms > 0 for ms in detect_ms) <= 4, detect_ms  # the detector ran on few frames
+
+
+def test_missing_or_wrong_model_files_give_one_clear_error(tmp_path):
+    from engine.body import create_body_model
+    from engine.frame_models import open_realfootage
+
+    body = create_body_model("anny")
+    with pytest.raises(ModelFileError, match="not found"):
+        open_realfootage(tmp_path, body)
+    for name in ("nanodet.onnx", "blazepose_full.onnx"):
+        (tmp_path / name).write_bytes(b"not an onnx file")
+    with pytest.raises(ModelFileError, match="not a loadable ONNX model"):
+        open_realfootage(tmp_path, body)
+    # a real ONNX file of the wrong kind: the landmark network where the detector should be
+    (tmp_path / "nanodet.onnx").write_bytes((REALFOOTAGE_DIR / "blazepose_lite.onnx").read_bytes())
+    with pytest.raises(ModelFileError, match="not the expected model"):
+        open_realfootage(tmp_path, body, landmarks="full")
+
+
+def test_cli_missing_model_is_one_line(tmp_path):
+    """The app with the default model and its files gone: one error line, exit code 3, no traceback."""
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((64, 64, 3), np.uint8))
+    code = ("import sys, app.config as c; from pathlib import Path; c.REALFOOTAGE_DIR = Path(sys.argv[1]); "
+            "import app.session as s; s.REALFOOTAGE_DIR = c.REALFOOTAGE_DIR; from app.cli import main; "
+            "sys.exit(main(sys.argv[2:]))")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "gone"), "--input", str(img), "--headless"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "not found" in lines[0], p.stderr
