@@ -1,4 +1,4 @@
-"""From the network's maps to people, as the official parser does it (shared facts §3.2-3.5):
+"""From the network's maps to people, as the official parser does it (as in the official code):
 
 5x5 max-pool suppression on the RAW centre map (no sigmoid), top-K (64) cells, score > threshold, gather the
 82 parameters at each centre, 6D -> axis-angle for the root, weak-perspective camera -> 3D translation.

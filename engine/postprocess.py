@@ -1,4 +1,4 @@
-"""People -> posed meshes and their 2D projections in the original frame (weak perspective, shared facts §3.5)."""
+"""People -> posed meshes and their 2D projections in the original frame (weak perspective, as the official code)."""
 
 from __future__ import annotations
 

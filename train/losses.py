@@ -1,4 +1,4 @@
-"""The paper's nine loss terms with its weights (shared facts §4.1-4.2).
+"""The paper's nine loss terms with its weights (as in the official code).
 
 | term | weight | here |
 |---|---|---|
@@ -55,7 +55,7 @@ def sample_embeddings(id_map: torch.Tensor, cells: torch.Tensor) -> torch.Tensor
     """Gather [B, D, H, W] at integer cells [B, ...,  2] given as (x, y): returns [B, ..., D].
 
     Indexing is map[b, :, y, x] — row = y, column = x. The released InstanceHMR code indexes map[b, :, x, y]
-    (transposed); we sample at the correct positions on purpose (shared facts §4.2).
+    (transposed); we sample at the correct positions on purpose (as in the official code).
     """
     b, d, _h, w = id_map.shape
     flat = id_map.flatten(2).transpose(1, 2)  # [B, H*W, D]

@@ -1,6 +1,6 @@
 """Scene composer: 1-6 posed people over a background, with controllable overlap, and their ground truth.
 
-Camera (the network's, shared facts §3.5): weak perspective over the padded square, normalised to [-1, 1]
+Camera (the network's, as in the official code): weak perspective over the padded square, normalised to [-1, 1]
 (x right, y down). A person's root-aligned (mid-hip) vertices X in camera axes project to
 ``pj2d = s * X[:, :2] + (tx, ty)``. Camera axes = SMPL axes after the 180-degree flip about x that ROMP's data
 bakes into the global orientation: the GT ``global_orient`` is ``Rx(pi) @ R_world`` (R_world: yaw/pitch/roll of a

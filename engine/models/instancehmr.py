@@ -1,6 +1,6 @@
 """InstanceHMR (Gwon et al., CVPR 2024): ROMP-style bottom-up heads with instance-aware contrastive ID maps.
 
-Network layout (names are the official state-dict keys, see shared facts §1):
+Network layout (names are the official state-dict keys, as in the official code):
     backbone -> concat 2 coordinate channels -> three heads ``final_layers.{1,2,3}`` (center 1ch, camera 3ch with
     s = 1.1^raw, joint heatmaps 24ch) -> centre-aligned and joint-aligned 64-d ID maps (``centerid_*``,
     ``jointid_*``; sine positional encoding added to the centre branch) -> parameter branch (``params_*``)
