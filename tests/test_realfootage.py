@@ -53,11 +53,10 @@ def test_alignment_rois_are_upright_for_upright_people():
 class _FakeGraph:
     """Stands in for the ONNX detector: one confident person cell with a known distance distribution."""
 
-    input_names = ["input"]
-    input_shapes = {"input": [1, 3, 416, 416]}
-
     def __init__(self, cell: tuple[int, int], stride: int, dist_cells: tuple[int, int, int, int]) -> None:
         self.cell, self.stride, self.dist = cell, stride, dist_cells
+        self.input_names = ["input"]
+        self.input_shapes = {"input": [1, 3, 416, 416]}
 
     def run(self, feeds):
         out = {}
@@ -124,7 +123,7 @@ def test_finds_the_people_of_hand_boxed_real_frames(realfootage):
     cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
     todo = []
     for i in range(max(wanted) + 1):
-        ok, frame = cap.read()
+        _, frame = cap.read()
         if i in wanted:
             todo.append((frame, wanted[i]))
     cap.release()
@@ -154,7 +153,7 @@ def test_tracking_keeps_people_across_frames(realfootage):
     cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
     counts, detect_ms = [], []
     for _ in range(12):
-        ok, frame = cap.read()
+        _, frame = cap.read()
         res = model(frame, PeopleQuery(threshold=model.info.default_threshold))
         counts.append(len(res.people))
         detect_ms.append(res.timings_ms["detect"])

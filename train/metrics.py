@@ -1,7 +1,7 @@
 """Evaluation metrics: MPJPE, PA-MPJPE (batched Procrustes from ``losses``), PVE, 2D PCK, detection P/R.
 
 Definitions (fixed before looking at any result, see README):
-* 3D metrics follow the official protocol (as in the official code): parameters are read at the GROUND-TRUTH centre cell,
+* 3D metrics follow the official protocol: parameters are read at the GROUND-TRUTH centre cell,
   joints are the 24 SMPL-order joints of the Anny body, both root-aligned on the mid-hip, errors in millimetres.
   PVE compares all vertices of the predicted and GT Anny meshes (GT shape phenotypes, predicted phenotypes).
 * PCK: fraction of in-frame joints whose projected 2D error is below 0.1 x the longer side of the person's visible
