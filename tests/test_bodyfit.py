@@ -11,6 +11,7 @@ import torch
 
 from engine.body import create_body_model
 from engine.bodyfit import (
+    RELAXED_POSE,
     BodyFitter,
     fit_camera,
     landmarks_from_body,
@@ -106,10 +107,40 @@ def test_low_visibility_limbs_stay_neutral(anny_fitter: BodyFitter) -> None:
     world[0, [13, 15, 17, 19, 21]] += np.random.default_rng(0).normal(0.0, 0.3, (5, 3))  # and garbage
     result = anny_fitter.fit(world, vis)
     pose = result.body_pose.reshape(2, 23, 3)
-    for joint in (16, 18, 20):  # left shoulder (aims at the elbow), elbow, wrist: neutral = rest
-        assert np.abs(pose[0, joint - 1]).max() < 1e-6
-    assert np.abs(pose[1, 15]).max() > 0.1  # the visible person's arm is posed
+    neutral = RELAXED_POSE.reshape(23, 3)
+    for joint in (16, 18, 20):  # left shoulder (aims at the elbow), elbow, wrist: the neutral (relaxed) pose
+        np.testing.assert_allclose(pose[0, joint - 1], neutral[joint - 1], atol=1e-5)
+    assert np.abs(pose[1, 15] - neutral[15]).max() > 0.1  # the visible person's arm is posed
     assert result.confidence[0, 18] < 0.5 and result.confidence[1, 18] == 1.0
+    # neutral_pose stays overridable: zeros give the rest (T-pose) arm
+    t_pose = BodyFitter(anny_fitter.body, neutral_pose=np.zeros(69)).fit(world, vis).body_pose.reshape(2, 23, 3)
+    assert np.abs(t_pose[0, [15, 17, 19]]).max() < 1e-6
+
+
+@pytest.mark.parametrize("hidden", ["arm", "arm_and_shoulder"])
+def test_unseen_arm_hangs_down(anny_fitter: BodyFitter, hidden: str) -> None:
+    """An occluded arm (all its landmarks at visibility 0) hangs at the side instead of sticking out."""
+    n = 4
+    global_orient, body_pose = _poses("arms_raised", n, seed=8)
+    verts, joints = _pose(anny_fitter.body, global_orient, body_pose)
+    world = landmarks_from_body(verts, joints, anny_fitter.vertex_ids, anny_fitter.joint_map)
+    vis = np.ones((n, 33))
+    arms = {"left": [13, 15, 17, 19, 21], "right": [14, 16, 18, 20, 22]}
+    if hidden == "arm_and_shoulder":
+        arms = {"left": [11, *arms["left"]], "right": [12, *arms["right"]]}
+    vis[: n // 2, arms["left"]] = 0.0
+    vis[n // 2:, arms["right"]] = 0.0
+    result = anny_fitter.fit(world, vis)
+    root = axis_angle_to_rotmat_np(result.global_orient.astype(np.float64))
+    body = np.einsum("nba,nkb->nka", root, result.joints.astype(np.float64))  # body frame: x left, y up
+    shoulder = np.array([16] * (n // 2) + [17] * (n - n // 2))
+    wrist = shoulder + 4
+    rows = np.arange(n)
+    drop = body[rows, shoulder, 1] - body[rows, wrist, 1]
+    sideways = np.abs(body[rows, wrist, 0]) - np.abs(body[rows, shoulder, 0])
+    print(f"wrist below shoulder {drop * 100} cm, outside it {sideways * 100} cm")
+    assert np.all(drop > 0.3)  # about an arm's length below the shoulder (hanging), not level with it (T-pose)
+    assert np.all(sideways < 0.3)  # a T-pose arm would be ~50 cm out
 
 
 def test_empty_and_mapping_shapes(anny_fitter: BodyFitter) -> None:
