@@ -48,6 +48,7 @@ __all__ = [
     "JointMap",
     "calibrate_joint_map",
     "fit_camera",
+    "forward_kinematics",
     "landmarks_from_body",
     "landmarks_to_smpl_joints",
     "matrix_to_axis_angle",
@@ -961,12 +962,15 @@ class BodyFitter:
         return np.where(den > 0, num / np.maximum(den, _EPS), 1.0)
 
 
-    def fit(self, world: np.ndarray, visibility: np.ndarray) -> FitResult:
+    def fit(self, world: np.ndarray, visibility: np.ndarray, body_joints: bool = True) -> FitResult:
         """Fit pose (and SMPL shape) to BlazePose world landmarks.
 
         Args:
             world: [N, 33, 3] metric world landmarks, camera axes (x right, y down, z away), hip-centred.
             visibility: [N, 33] landmark visibility (or visibility * presence) in [0, 1].
+            body_joints: report the body model's own joints (one body forward); False chains the fitted rotations
+                down the rest skeleton instead (exact for SMPL, within a few mm on Anny, whose spine and neck
+                spread a joint's rotation over several bones), for callers that run the body model later anyway.
 
         Returns:
             :class:`FitResult`; N = 0 gives empty arrays.
@@ -990,10 +994,14 @@ class BodyFitter:
         local, target, conf, scale = self.solve(world, visibility, rest)
         aa = matrix_to_axis_angle(local)  # [N, 24, 3]
         global_orient, body_pose = aa[:, 0], aa[:, 1:].reshape(n, 69)
-        shape = torch.from_numpy(betas[:, : self.body.num_shape]).float() if self.fit_shape else None
-        with torch.no_grad():
-            out = self.body(torch.from_numpy(global_orient).float(), torch.from_numpy(body_pose).float(), shape)
-        joints = out.joints[:, :24].double().numpy()
+        if body_joints:
+            shape = torch.from_numpy(betas[:, : self.body.num_shape]).float() if self.fit_shape else None
+            with torch.no_grad():
+                out = self.body(torch.from_numpy(global_orient).float(), torch.from_numpy(body_pose).float(), shape)
+            joints = out.joints[:, :24].double().numpy()
+        else:
+            joints = forward_kinematics(local, self.rest_joints if rest is None else rest)
+            joints -= 0.5 * (joints[:, 1:2] + joints[:, 2:3])  # root-aligned on the mid-hip, as the body's
         centred = target - 0.5 * (target[:, 1:2] + target[:, 2:3])
         residual = np.linalg.norm(centred - scale[:, None, None] * joints, axis=-1)
         w = conf * (conf >= self.min_visibility)
@@ -1003,6 +1011,20 @@ class BodyFitter:
                          scale.astype(f32), conf.astype(f32), residual.astype(f32), mean_error.astype(f32))
 
 
+
+
+def forward_kinematics(local: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
+    """Joint positions [N, 24, 3] of a skeleton posed by local rotations [N, 24, 3, 3] (root first), from rest joints
+    [24, 3] or [N, 24, 3]; the root stays at its rest position."""
+    rest = np.broadcast_to(np.asarray(rest_joints, dtype=np.float64), (local.shape[0], 24, 3))
+    glob = np.empty_like(local)
+    pos = np.empty((local.shape[0], 24, 3))
+    glob[:, 0], pos[:, 0] = local[:, 0], rest[:, 0]
+    for j in range(1, 24):
+        p = SMPL_PARENTS[j]
+        glob[:, j] = glob[:, p] @ local[:, j]
+        pos[:, j] = pos[:, p] + np.einsum("nij,nj->ni", glob[:, p], rest[:, j] - rest[:, p])
+    return pos
 
 
 def fit_camera(joints3d: np.ndarray, points2d: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -20,10 +20,13 @@ log = logging.getLogger("export")
 VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def _model_args(p: argparse.ArgumentParser, realfootage: bool = False) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="InstanceHMR checkpoint (.pt/.pth/.pkl)")
     src.add_argument("--model", help="random-weight variant (resnet50, hrnet32, resnet18, mobilenetv3), for timing")
+    if realfootage:
+        src.add_argument("--realfootage", choices=("full", "lite"),
+                         help="the bundled real-footage model (detector + BlazePose full/lite + body fit)")
     p.add_argument("--input-size", type=int, help="override the network input size (multiple of 32)")
     p.add_argument("--seed", type=int, default=0, help="seed for --model")
 
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--threshold", type=float, default=0.2)
 
     b = sub.add_parser("bench", help="per-stage timings on a video")
-    _model_args(b)
+    _model_args(b, realfootage=True)
     b.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="onnxruntime")
     b.add_argument("--input", default=VTEST, help="video file")
     b.add_argument("--frames", type=int, default=50)
@@ -173,6 +176,8 @@ def cmd_fp16(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.realfootage:
+        return _bench_realfootage(args)
     from engine.checkpoint import save_checkpoint
     from engine.runtime.auto import cache_root, onnx_for_checkpoint, open_backend
 
@@ -245,6 +250,24 @@ def cmd_realfootage(args: argparse.Namespace) -> int:
               f"storage, latency {b.latency_ms})")
         print("\n".join(b.parity.lines()))
     print(f"wrote {Path(args.output_dir) / 'PARITY.md'}, parity.json, NOTICE")
+    return 0
+
+
+def _bench_realfootage(args: argparse.Namespace) -> int:
+    import torch
+
+    from app.config import REALFOOTAGE_DIR
+    from engine.body import create_body_model
+    from engine.frame_models import open_realfootage
+
+    from .bench import machine_info, run_bench
+
+    torch.set_num_threads(args.torch_threads)
+    model = open_realfootage(REALFOOTAGE_DIR, create_body_model("anny"), landmarks=args.realfootage,
+                             threads=args.threads)
+    print("\n".join(machine_info(args.threads)))
+    res = run_bench(model, args.input, args.frames, record=not args.no_record)
+    print("\n".join(res.lines()))
     return 0
 
 

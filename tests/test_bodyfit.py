@@ -190,3 +190,16 @@ def test_fit_camera_recovers_known_camera() -> None:
     got = fit_camera(joints, points, weights)
     np.testing.assert_allclose(got[:2], cam[:2], atol=1e-9)
     assert np.isnan(got[2]).all()
+
+
+def test_skeleton_joints_match_the_body_joints(anny_fitter: BodyFitter) -> None:
+    """The fast path (rotations chained down the rest skeleton, no body forward) lands within a few mm of the body
+    model's own joints, so the camera fitted on it places the rendered body where the landmarks are."""
+    global_orient, body_pose = _poses("walking", 6, seed=3)
+    verts, joints = _pose(anny_fitter.body, global_orient, body_pose)
+    world = landmarks_from_body(verts, joints, anny_fitter.vertex_ids, anny_fitter.joint_map)
+    exact = anny_fitter.fit(world, np.ones((6, 33)))
+    fast = anny_fitter.fit(world, np.ones((6, 33)), body_joints=False)
+    np.testing.assert_array_equal(fast.body_pose, exact.body_pose)
+    err = np.linalg.norm(fast.joints - exact.joints, axis=-1)
+    assert err.mean() < 0.01 and err.max() < 0.03, (err.mean(), err.max())

@@ -105,7 +105,7 @@ def realfootage(one_torch_thread):
     from engine.frame_models import open_realfootage
 
     body = create_body_model("anny")
-    return open_realfootage(REALFOOTAGE_DIR, body, landmarks="lite"), body
+    return open_realfootage(REALFOOTAGE_DIR, body), body
 
 
 @needs_data

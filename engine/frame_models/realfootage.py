@@ -51,6 +51,8 @@ class RealFootageCfg:
             person, not a new one.
         reseed_iou: a tracked person matched to a detection with less overlap than this is cropped again from the
             detection (the crop had slid off the person).
+        refine_seeds: run a new person's landmarks twice on its first frame (box framing, then its own
+            alignment points); off saves one landmark pass per new person.
         merge_distance: two tracks whose body landmarks are closer than this (mean, in person heights) are one
             person.
         min_visible: fewest landmarks with visibility >= 0.5 for a person to be reported.
@@ -63,6 +65,7 @@ class RealFootageCfg:
     box_scale: float = 1.25
     new_iou: float = 0.3
     reseed_iou: float = 0.5
+    refine_seeds: bool = False
     merge_distance: float = 0.12
     min_visible: int = 6
     max_misses: int = 1
@@ -121,10 +124,11 @@ class RealFootageModel(PeopleModel):
                 kept = (misses <= cfg.max_misses) & ~np.isin(np.arange(len(tracked)), loose[:, 1])
                 tracked, misses = tracked.select(kept), misses[kept]
             if len(seeds):
-                first = self.landmarks(rgb, rois_from_boxes(seeds, cfg.box_scale))
-                first = first.select(first.flag >= cfg.flag_threshold)
-                fresh = self.landmarks(rgb, first.next_rois)  # re-framed on its own alignment points
+                fresh = self.landmarks(rgb, rois_from_boxes(seeds, cfg.box_scale))
                 fresh = fresh.select(fresh.flag >= cfg.flag_threshold)
+                if cfg.refine_seeds:  # crop again on the network's own alignment points (its training framing)
+                    fresh = self.landmarks(rgb, fresh.next_rois)
+                    fresh = fresh.select(fresh.flag >= cfg.flag_threshold)
                 tracked = _concat(tracked, fresh)
                 misses = np.concatenate([misses, np.zeros(len(fresh), np.int64)])
         keep = self._merge(tracked)[: query.max_people]
@@ -164,7 +168,7 @@ class RealFootageModel(PeopleModel):
         n = len(lm)
         if n == 0:
             return People.empty()
-        fit = self.fitter.fit(lm.world, lm.visibility)
+        fit = self.fitter.fit(lm.world, lm.visibility, body_joints=False)  # the render thread poses the body
         # camera: the fitted joints that are landmarks themselves, onto where the network saw them
         norm = _to_normalised(lm.image[:, _CAM_LANDMARKS, :2], box)
         cam = fit_camera(fit.joints[:, _CAM_JOINTS], norm, lm.visibility[:, _CAM_LANDMARKS]).astype(np.float32)
