@@ -50,6 +50,6 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
     det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads)
     lmk = OnnxGraph(model_dir / LANDMARK_FILES[landmarks], (), BlazePoseLandmarks.OUTPUTS, threads)
     info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks} + IK", f"onnxruntime {lmk.device} fp32",
-                     synthetic_demo=False, default_threshold=0.35)
+                     synthetic_demo=False, default_threshold=0.45)
     return RealFootageModel(PersonDetector(det), BlazePoseLandmarks(lmk), BodyFitter(body), info,
                             RealFootageCfg(detect_every=detect_every))
