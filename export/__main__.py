@@ -1,4 +1,4 @@
-"""``python -m export onnx|tensorrt|fp16|bench|tfjs|realfootage ...``: one command per export target + the benchmark.
+"""``python -m export onnx|tensorrt|fp16|bench|tfjs|realfootage|quantize ...``: one command per export target.
 
 Every failure the user can fix is an :class:`engine.errors.AppError`, printed as one line with a distinct exit code;
 tracebacks only with ``--debug``.
@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tolerance", type=float, default=1e-3)
     r.add_argument("--with-centernet", action="store_true", help="also build centernet.onnx (licence unknown)")
     r.add_argument("--cache-dir", help="artifact cache (npm pack / TF.js install)")
+
+    qz = sub.add_parser("quantize", help="INT8 (QDQ) versions of the real-footage models, calibrated on real footage; "
+                        "only those that pass the accuracy rule are written, with QUANTIZATION.md")
+    qz.add_argument("--output-dir", default="assets/models/realfootage", help="folder with the FP32 .onnx files")
+    qz.add_argument("--models", default="blazepose_full,blazepose_lite,nanodet", help="comma-separated subset")
+    qz.add_argument("--runs", type=int, default=30, help="timed runs per model and batch (median)")
     return p
 
 
@@ -271,8 +277,19 @@ def _bench_realfootage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import build_quantized
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    results = build_quantized(args.output_dir, names, runs=args.runs)
+    for r in results:
+        print(f"{r.name}: {'wrote ' + str(r.path) if r.shipped else 'FAILED the accuracy rule, not written'}")
+    print(f"wrote {Path(args.output_dir) / 'QUANTIZATION.md'}")
+    return 0
+
+
 COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "fp16": cmd_fp16, "bench": cmd_bench, "tfjs": cmd_tfjs,
-            "realfootage": cmd_realfootage}
+            "realfootage": cmd_realfootage, "quantize": cmd_quantize}
 
 
 def main(argv: list[str] | None = None) -> int:

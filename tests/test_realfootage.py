@@ -158,8 +158,8 @@ def test_tracking_keeps_people_across_frames(realfootage):
         counts.append(len(res.people))
         detect_ms.append(res.timings_ms["detect"])
     cap.release()
-    assert min(counts) >= 3, counts  # vtest's first frames show 4-5 people
-    assert sum(ms > 0 for ms in detect_ms) <= 4, detect_ms  # the detector ran on few frames
+    assert min(counts) >= 3, counts  # three walkers in the open from frame 0, a fourth enters at the edge
+    assert sum(ms > 0 for ms in detect_ms) <= 6, detect_ms  # tracking carries people: no detector pass per frame
 
 
 def test_missing_or_wrong_model_files_give_one_clear_error(tmp_path):
@@ -191,3 +191,25 @@ def test_cli_missing_model_is_one_line(tmp_path):
     assert p.returncode == 3, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "not found" in lines[0], p.stderr
+
+
+@needs_data
+def test_smpl_body_gets_betas_and_meshes(tmp_path, one_torch_thread):
+    """With --body-model smpl the IK fits SMPL shape from bone lengths, and the people render as SMPL meshes."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import synthetic_smpl
+
+    from engine.body import create_body_model
+    from engine.frame_models import PeopleQuery, open_realfootage
+    from engine.postprocess import people_to_meshes
+
+    path = synthetic_smpl.write_npz(tmp_path / "SMPL_NEUTRAL.npz", synthetic_smpl.make_synthetic_smpl())
+    body = create_body_model("smpl", smpl_path=path)
+    model = open_realfootage(REALFOOTAGE_DIR, body, landmarks="lite")
+    frame = cv2.imread(str(DATA / "basketball1.png"))
+    res = model(frame, PeopleQuery(threshold=model.info.default_threshold))
+    assert len(res.people) == 2
+    assert np.abs(res.people.betas).max() > 0  # shape was fitted, not left at the mean
+    meshes = people_to_meshes(res.people, body, res.box)
+    assert meshes.vertices.shape == (2, 6890, 3)
+    assert np.isfinite(meshes.pj2d_org).all()

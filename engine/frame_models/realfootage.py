@@ -5,6 +5,7 @@ mesh regressor ships in a registry package; real-trained detectors and landmark 
 
 1. **Detect** (NanoDet, COCO person class) every ``detect_every`` frames, or every frame while nobody is tracked.
    Detections that overlap a tracked person are ignored: the detector only has to find people who are new.
+   A track that loses its person triggers a detector pass on the same frame.
 2. **Landmarks** (BlazePose) for every tracked person in one batched call, on an upright crop whose framing comes
    from the previous frame's auxiliary alignment points (mid-hip and scale point), as the network was trained.
    A new person is cropped twice on the first frame (box framing, then its own alignment points). People whose
@@ -45,7 +46,9 @@ class RealFootageCfg:
 
     Attributes:
         detect_every: frames between detector passes while people are tracked (1 = every frame).
-        flag_threshold: landmark pose-flag probability below which a track is dropped.
+        flag_threshold: landmark pose-flag probability a new person needs.
+        track_threshold: pose-flag probability below which a tracked person is let go (the detector then looks
+            again on the same frame).
         box_scale: ROI side as a multiple of the detector box's longer side (first crop of a new person).
         new_iou: a detection matched one-to-one to a tracked person's box with at least this overlap is that
             person, not a new one.
@@ -56,12 +59,14 @@ class RealFootageCfg:
         merge_distance: two tracks whose body landmarks are closer than this (mean, in person heights) are one
             person.
         min_visible: fewest landmarks with visibility >= 0.5 for a person to be reported.
+        min_age: frames a track must have lived for its loss to trigger a detector pass.
         max_misses: detector passes in a row that may miss a tracked person before the track is dropped (the
             landmark network alone keeps a drifted crop "alive" on background that looks like a body).
     """
 
     detect_every: int = 4
     flag_threshold: float = 0.5
+    track_threshold: float = 0.5
     box_scale: float = 1.25
     new_iou: float = 0.3
     reseed_iou: float = 0.5
@@ -69,6 +74,7 @@ class RealFootageCfg:
     merge_distance: float = 0.12
     min_visible: int = 6
     max_misses: int = 1
+    min_age: int = 3
 
 
 class RealFootageModel(PeopleModel):
@@ -94,6 +100,7 @@ class RealFootageModel(PeopleModel):
     def reset(self) -> None:
         self._rois = Rois.concat([])
         self._misses = np.zeros(0, np.int64)  # detector passes in a row that did not confirm each track
+        self._ages = np.zeros(0, np.int64)  # frames each track has lived
         self._frame = 0
 
     def __call__(self, frame_bgr: np.ndarray, query: PeopleQuery) -> FramePeople:
@@ -101,10 +108,14 @@ class RealFootageModel(PeopleModel):
         t0 = time.perf_counter()
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
         tracked = self.landmarks(rgb, self._rois)
-        alive = tracked.flag >= cfg.flag_threshold
-        tracked, misses = tracked.select(alive), self._misses[alive]
+        alive = tracked.flag >= cfg.track_threshold
+        # only an established track's loss sends the detector looking (a seed that dies at once would loop)
+        lost = bool((~alive & (self._ages >= cfg.min_age)).any())
+        tracked, misses, ages = tracked.select(alive), self._misses[alive], self._ages[alive] + 1
         detect_ms = 0.0
-        if len(tracked) == 0 or self._frame % cfg.detect_every == 0:
+        # the detector runs on schedule, when nobody is tracked, and at once when a tracked person was lost (as
+        # BlazePose's own pipeline does): the crop may have slipped off someone who is still there
+        if len(tracked) == 0 or self._frame % cfg.detect_every == 0 or lost:
             t_det = time.perf_counter()
             dets = self.detector(frame_bgr, query.threshold, query.max_people)
             detect_ms = (time.perf_counter() - t_det) * 1e3
@@ -122,7 +133,7 @@ class RealFootageModel(PeopleModel):
                 misses = np.where(confirmed, 0, misses + 1)
                 # a track the detector keeps not seeing has drifted onto background
                 kept = (misses <= cfg.max_misses) & ~np.isin(np.arange(len(tracked)), loose[:, 1])
-                tracked, misses = tracked.select(kept), misses[kept]
+                tracked, misses, ages = tracked.select(kept), misses[kept], ages[kept]
             if len(seeds):
                 fresh = self.landmarks(rgb, rois_from_boxes(seeds, cfg.box_scale))
                 fresh = fresh.select(fresh.flag >= cfg.flag_threshold)
@@ -131,10 +142,11 @@ class RealFootageModel(PeopleModel):
                     fresh = fresh.select(fresh.flag >= cfg.flag_threshold)
                 tracked = _concat(tracked, fresh)
                 misses = np.concatenate([misses, np.zeros(len(fresh), np.int64)])
+                ages = np.concatenate([ages, np.zeros(len(fresh), np.int64)])
         keep = self._merge(tracked)[: query.max_people]
         keep = keep[(tracked.visibility[keep] >= 0.5).sum(axis=1) >= cfg.min_visible]
         tracked = tracked.select(keep)
-        self._rois, self._misses = tracked.next_rois, misses[keep]
+        self._rois, self._misses, self._ages = tracked.next_rois, misses[keep], ages[keep]
         self._frame += 1
         t2 = time.perf_counter()
         h, w = frame_bgr.shape[:2]
