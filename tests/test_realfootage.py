@@ -174,6 +174,7 @@ def test_missing_or_wrong_model_files_give_one_clear_error(tmp_path):
     with pytest.raises(ModelFileError, match="not a loadable ONNX model"):
         open_realfootage(tmp_path, body)
     # a real ONNX file of the wrong kind: the landmark network where the detector should be
+    (tmp_path / "blazepose_full.onnx").write_bytes((REALFOOTAGE_DIR / "blazepose_full.onnx").read_bytes())
     (tmp_path / "nanodet.onnx").write_bytes((REALFOOTAGE_DIR / "blazepose_lite.onnx").read_bytes())
     with pytest.raises(ModelFileError, match="not the expected model"):
         open_realfootage(tmp_path, body, landmarks="full")
@@ -205,7 +206,7 @@ def test_smpl_body_gets_betas_and_meshes(tmp_path, one_torch_thread):
 
     path = synthetic_smpl.write_npz(tmp_path / "SMPL_NEUTRAL.npz", synthetic_smpl.make_synthetic_smpl())
     body = create_body_model("smpl", smpl_path=path)
-    model = open_realfootage(REALFOOTAGE_DIR, body, landmarks="lite")
+    model = open_realfootage(REALFOOTAGE_DIR, body)
     frame = cv2.imread(str(DATA / "basketball1.png"))
     res = model(frame, PeopleQuery(threshold=model.info.default_threshold))
     assert len(res.people) == 2
