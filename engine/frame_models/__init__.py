@@ -10,7 +10,6 @@ __all__ = ["FramePeople", "ModelInfo", "PeopleModel", "PeopleQuery", "open_insta
 
 LANDMARK_FILES = {"full": "blazepose_full.onnx", "lite": "blazepose_lite.onnx"}
 DETECTOR_FILE = "nanodet.onnx"
-DETECTOR_INT8_FILE = "nanodet_int8.onnx"
 
 
 def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int = 1,
@@ -32,7 +31,7 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
     """The real-footage default from the converted models in ``model_dir``.
 
     Args:
-        model_dir: folder with ``nanodet.onnx`` (+ optional ``nanodet_int8.onnx``) and ``blazepose_{full,lite}.onnx``.
+        model_dir: folder with ``nanodet.onnx`` and ``blazepose_{full,lite}.onnx``.
         body: the body model the people will be rendered with (the IK fits its skeleton).
         landmarks: "full" or "lite" BlazePose.
         threads: ONNX Runtime intra-op threads per network.
@@ -49,12 +48,8 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
         raise ConfigError(f"unknown landmark network {landmarks!r}; expected one of {', '.join(LANDMARK_FILES)}")
     model_dir = Path(model_dir)
     lmk = OnnxGraph(model_dir / LANDMARK_FILES[landmarks], (), BlazePoseLandmarks.OUTPUTS, threads)
-    # the INT8 detector (1.6x faster on CPU, 99.6% of boxes at IoU >= 0.8) where the CPU runs it; GPUs take fp32
-    int8 = model_dir / DETECTOR_INT8_FILE
-    det_file = int8 if lmk.device == "cpu" and int8.is_file() else model_dir / DETECTOR_FILE
-    det = OnnxGraph(det_file, (), PersonDetector.OUTPUTS, threads)
-    det_kind = " int8" if det_file == int8 else ""
-    info = ModelInfo("realfootage", f"NanoDet{det_kind} + BlazePose {landmarks} + IK", f"onnxruntime {lmk.device}",
+    det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads)
+    info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks} + IK", f"onnxruntime {lmk.device} fp32",
                      synthetic_demo=False, default_threshold=0.45)
     return RealFootageModel(PersonDetector(det), BlazePoseLandmarks(lmk), BodyFitter(body), info,
                             RealFootageCfg(detect_every=detect_every))
