@@ -1054,12 +1054,3 @@ def fit_camera(joints3d: np.ndarray, points2d: np.ndarray, weights: np.ndarray) 
     cam = np.concatenate([s[:, None], um - s[:, None] * xm], axis=1)
     usable = (np.sum(w > 0, axis=1) >= 2) & (den > 1e-12)
     return np.where(usable[:, None], cam, np.nan)
-
-
-def original_to_normalised(points: np.ndarray, padded_side: int, pad_top: int, pad_left: int) -> np.ndarray:
-    """Original-frame pixels [..., 2] -> normalised [-1, 1] letterbox coordinates (inverse of
-    :meth:`engine.types.Letterbox.norm_to_original`)."""
-    out = np.asarray(points, dtype=np.float64)[..., :2].copy()
-    out[..., 0] += pad_left
-    out[..., 1] += pad_top
-    return out * (2.0 / padded_side) - 1.0

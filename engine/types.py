@@ -43,6 +43,13 @@ class Letterbox:
         out[..., 1] -= self.pad_top
         return out
 
+    def original_to_norm(self, pts: np.ndarray) -> np.ndarray:
+        """Original-frame pixels -> normalised input coordinates in [-1, 1] (inverse of :meth:`norm_to_original`)."""
+        out = np.asarray(pts, dtype=np.float64)[..., :2].copy()
+        out[..., 0] += self.pad_left
+        out[..., 1] += self.pad_top
+        return out * (2.0 / self.padded_side) - 1.0
+
     def input_to_original(self, pts: np.ndarray) -> np.ndarray:
         """Map network-input pixel coordinates to original-frame pixels."""
         out = pts[..., :2] / self.scale

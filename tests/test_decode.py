@@ -114,6 +114,8 @@ def test_letterbox_pads_centred_and_maps_back():
     np.testing.assert_allclose(box.input_to_original(centre_in), [[304.5, 104.5]], atol=1.0)
     # normalised coordinates: (-1, -1) is the padded square's top-left corner
     np.testing.assert_allclose(box.norm_to_original(np.array([[-1.0, -1.0], [1.0, 1.0]])), [[0, -80], [640, 560]])
+    pts = np.array([[12.5, 300.0], [640.0, 0.0]])
+    np.testing.assert_allclose(box.norm_to_original(box.original_to_norm(pts)), pts, atol=1e-4)
     assert Letterbox.for_frame(481, 640, 256).pad_top == 79  # odd pixel goes to the bottom
 
 

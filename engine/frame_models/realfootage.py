@@ -115,7 +115,8 @@ class RealFootageModel(PeopleModel):
         detect_ms = 0.0
         # the detector runs on schedule, when nobody is tracked, and at once when a tracked person was lost (as
         # BlazePose's own pipeline does): the crop may have slipped off someone who is still there
-        if len(tracked) == 0 or self._frame % cfg.detect_every == 0 or lost:
+        scheduled = self._frame % cfg.detect_every == 0 and len(tracked) < query.max_people  # room for newcomers
+        if len(tracked) == 0 or scheduled or lost:
             t_det = time.perf_counter()
             dets = self.detector(frame_bgr, query.threshold, query.max_people)
             detect_ms = (time.perf_counter() - t_det) * 1e3
@@ -182,11 +183,11 @@ class RealFootageModel(PeopleModel):
             return People.empty()
         fit = self.fitter.fit(lm.world, lm.visibility, body_joints=False)  # the render thread poses the body
         # camera: the fitted joints that are landmarks themselves, onto where the network saw them
-        norm = _to_normalised(lm.image[:, _CAM_LANDMARKS, :2], box)
+        norm = box.original_to_norm(lm.image[:, _CAM_LANDMARKS, :2])
         cam = fit_camera(fit.joints[:, _CAM_JOINTS], norm, lm.visibility[:, _CAM_LANDMARKS]).astype(np.float32)
         ok = np.isfinite(cam).all(axis=1) & (cam[:, 0] > 1e-4)  # fewer than two usable points: not placeable
         cam[~ok] = (1.0, 0.0, 0.0)
-        mid_hip = _to_normalised(lm.image[:, 23:25, :2].mean(axis=1), box)
+        mid_hip = box.original_to_norm(lm.image[:, 23:25, :2].mean(axis=1))
         centers = ((mid_hip + 1.0) * (box.padded_side / 2.0) * box.scale).astype(np.float32)
         people = People(center_preds=centers, center_confs=lm.flag.astype(np.float32), cam=cam,
                         global_orient=fit.global_orient.astype(np.float32),
@@ -212,14 +213,6 @@ def _match(ious: np.ndarray, min_iou: float) -> np.ndarray:
             free[d], taken[t] = False, True
             pairs.append((d, t))
     return np.asarray(pairs, np.int64).reshape(-1, 2)
-
-
-def _to_normalised(px: np.ndarray, box: Letterbox) -> np.ndarray:
-    """Frame pixels -> the letterboxed square's [-1, 1] coordinates (the weak-perspective camera's frame)."""
-    out = px.astype(np.float64).copy()
-    out[..., 0] += box.pad_left
-    out[..., 1] += box.pad_top
-    return out * (2.0 / box.padded_side) - 1.0
 
 
 def _concat(a: Landmarks, b: Landmarks) -> Landmarks:
