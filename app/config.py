@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=1,
                    help="inference threads (1 leaves a core for capture/render/encode; default 1)")
     m.add_argument("--threshold", type=float, default=None,
-                   help="person score threshold (default: the model's own, 0.45 realfootage, 0.2 InstanceHMR)")
+                   help="person score threshold (default: the model's own: realfootage 0.35 with full landmarks, "
+                        "0.45 with lite; InstanceHMR 0.2)")
     m.add_argument("--max-people", type=int, default=64, help="most people per frame (default 64, as official)")
     m.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
                    help="One-Euro smoothing of pose, shape and camera per person (default on)")

@@ -10,6 +10,9 @@ __all__ = ["FramePeople", "ModelInfo", "PeopleModel", "PeopleQuery", "open_insta
 
 LANDMARK_FILES = {"full": "blazepose_full.onnx", "lite": "blazepose_lite.onnx"}
 DETECTOR_FILE = "nanodet.onnx"
+# Detector score thresholds, measured on hand-boxed real footage: full BlazePose's pose flag rejects false
+# detections better than lite's, so full can take the more permissive detector setting (both >= 0.89 precision).
+DETECT_THRESHOLD = {"full": 0.35, "lite": 0.45}
 
 
 def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int = 1,
@@ -50,6 +53,6 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
     lmk = OnnxGraph(model_dir / LANDMARK_FILES[landmarks], (), BlazePoseLandmarks.OUTPUTS, threads)
     det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads)
     info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks} + IK", f"onnxruntime {lmk.device} fp32",
-                     synthetic_demo=False, default_threshold=0.45)
+                     synthetic_demo=False, default_threshold=DETECT_THRESHOLD[landmarks])
     return RealFootageModel(PersonDetector(det), BlazePoseLandmarks(lmk), BodyFitter(body), info,
                             RealFootageCfg(detect_every=detect_every))
