@@ -214,3 +214,22 @@ def test_smpl_body_gets_betas_and_meshes(tmp_path, one_torch_thread):
     meshes = people_to_meshes(res.people, body, res.box)
     assert meshes.vertices.shape == (2, 6890, 3)
     assert np.isfinite(meshes.pj2d_org).all()
+
+
+def test_model_selection_options():
+    """No --checkpoint: the real-footage model; a checkpoint: InstanceHMR; the demo by name; contradictions refused."""
+    from app.config import DEMO_CHECKPOINT, build_cfg, build_parser
+    from engine.errors import ConfigError
+
+    def cfg(*argv):
+        return build_cfg(build_parser().parse_args(["--headless", "--input", "x.mp4", *argv]))
+
+    assert cfg().model == "realfootage" and cfg().checkpoint is None and cfg().landmarks == "full"
+    assert cfg("--landmarks", "lite").landmarks == "lite"
+    assert cfg("--checkpoint", "w.pkl").model == "instancehmr"
+    demo = cfg("--model", "demo")
+    assert demo.model == "demo" and demo.checkpoint == DEMO_CHECKPOINT
+    for bad in (["--model", "demo", "--checkpoint", "w.pkl"], ["--backend", "torch"],
+                ["--checkpoint", "w.pkl", "--landmarks", "lite"], ["--detect-every", "0"]):
+        with pytest.raises(ConfigError):
+            cfg(*bad)
