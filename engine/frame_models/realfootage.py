@@ -4,12 +4,14 @@ Why this shape: a network trained only on synthetic renders does not transfer to
 mesh regressor ships in a registry package; real-trained detectors and landmark networks do. So:
 
 1. **Detect** (NanoDet, COCO person class) every ``detect_every`` frames, or every frame while nobody is tracked.
-   Detections that overlap a tracked person are ignored: the detector only has to find people who are new.
-   A track that loses its person triggers a detector pass on the same frame.
+   Detections matched one-to-one to tracked people are not new; the detector only has to find people who are.
+   It also keeps the tracks honest: an established track that loses its person triggers a detector pass on the
+   same frame, a track the detector stops confirming is dropped, and one that only loosely covers its detection is
+   cropped again from the detector's box.
 2. **Landmarks** (BlazePose) for every tracked person in one batched call, on an upright crop whose framing comes
-   from the previous frame's auxiliary alignment points (mid-hip and scale point), as the network was trained.
-   A new person is cropped twice on the first frame (box framing, then its own alignment points). People whose
-   pose flag drops below ``flag_threshold`` are let go; two tracks that converged on one person are merged.
+   from the previous frame's auxiliary alignment points (mid-hip and scale point), as the network was trained; a
+   new person's first crop comes from its detector box. People whose pose flag drops below ``track_threshold`` are
+   let go; two tracks that converged on one person are merged.
 3. **Fit**: the world landmarks (metres, camera axes) drive an IK fit of the body model (root and limb swings,
    observable twists, shape from bone lengths on SMPL); the weak-perspective camera comes from a least-squares fit
    of the fitted joints onto the image landmarks. The result is the same :class:`~engine.types.People` the
