@@ -21,7 +21,7 @@ DEMO_CHECKPOINT = ROOT / "assets" / "models" / "demo_mobilenetv3.pt"
 REALFOOTAGE_DIR = ROOT / "assets" / "models" / "realfootage"
 MODELS = ("realfootage", "demo")
 DEFAULT_LANDMARKS = "full"
-DEFAULT_DETECT_EVERY = 4
+DEFAULT_DETECT_EVERY = 2
 DEMO_DIR = ROOT / "assets" / "demo"
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 

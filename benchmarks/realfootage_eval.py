@@ -122,7 +122,7 @@ def main() -> int:
     ap.add_argument("--model", choices=("realfootage", "demo", "instancehmr"), default="realfootage")
     ap.add_argument("--checkpoint", type=Path, help="InstanceHMR checkpoint (--model instancehmr)")
     ap.add_argument("--landmarks", choices=("full", "lite"), default="full")
-    ap.add_argument("--detect-every", type=int, default=4)
+    ap.add_argument("--detect-every", type=int, default=2)
     ap.add_argument("--threshold", type=float, default=None)
     ap.add_argument("--iou", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)

@@ -30,7 +30,7 @@ def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int
 
 
 def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threads: int = 1,
-                     detect_every: int = 4) -> PeopleModel:
+                     detect_every: int = 2) -> PeopleModel:
     """The real-footage default from the converted models in ``model_dir``.
 
     Args:

@@ -47,7 +47,8 @@ class RealFootageCfg:
     """Tuning of the detect -> track -> fit loop.
 
     Attributes:
-        detect_every: frames between detector passes while people are tracked (1 = every frame).
+        detect_every: frames between detector passes while people are tracked (1 = every frame); a pass made
+            early (a track was lost) restarts the count.
         flag_threshold: landmark pose-flag probability a new person needs.
         track_threshold: pose-flag probability below which a tracked person is let go (the detector then looks
             again on the same frame).
@@ -66,7 +67,7 @@ class RealFootageCfg:
             landmark network alone keeps a drifted crop "alive" on background that looks like a body).
     """
 
-    detect_every: int = 4
+    detect_every: int = 2
     flag_threshold: float = 0.5
     track_threshold: float = 0.5
     box_scale: float = 1.25
@@ -103,7 +104,7 @@ class RealFootageModel(PeopleModel):
         self._rois = Rois.concat([])
         self._misses = np.zeros(0, np.int64)  # detector passes in a row that did not confirm each track
         self._ages = np.zeros(0, np.int64)  # frames each track has lived
-        self._frame = 0
+        self._since_detect = 1 << 30  # frames since the detector last ran
 
     def __call__(self, frame_bgr: np.ndarray, query: PeopleQuery) -> FramePeople:
         cfg = self.cfg
@@ -117,9 +118,10 @@ class RealFootageModel(PeopleModel):
         detect_ms = 0.0
         # the detector runs on schedule, when nobody is tracked, and at once when a tracked person was lost (as
         # BlazePose's own pipeline does): the crop may have slipped off someone who is still there
-        scheduled = self._frame % cfg.detect_every == 0 and len(tracked) < query.max_people  # room for newcomers
+        scheduled = self._since_detect >= cfg.detect_every and len(tracked) < query.max_people  # room for newcomers
         if len(tracked) == 0 or scheduled or lost:
             t_det = time.perf_counter()
+            self._since_detect = 0
             dets = self.detector(frame_bgr, query.threshold, query.max_people)
             detect_ms = (time.perf_counter() - t_det) * 1e3
             seeds = dets.boxes
@@ -150,7 +152,7 @@ class RealFootageModel(PeopleModel):
         keep = keep[(tracked.visibility[keep] >= 0.5).sum(axis=1) >= cfg.min_visible]
         tracked = tracked.select(keep)
         self._rois, self._misses, self._ages = tracked.next_rois, misses[keep], ages[keep]
-        self._frame += 1
+        self._since_detect += 1
         t2 = time.perf_counter()
         h, w = frame_bgr.shape[:2]
         box = Letterbox.for_frame(h, w, NOMINAL_INPUT)
