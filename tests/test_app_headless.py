@@ -225,3 +225,18 @@ def test_signal_finalises_recording_and_npz(tmp_path, env, ckpt, sig):
     d = np.load(tmp_path / f"{src.stem}.npz")
     assert int(d["num_frames"]) == n  # every processed frame is in both outputs
     assert f"saved {out}" in stdout
+
+
+@pytest.mark.skipif(not VTEST.exists(), reason="apt-get install -y opencv-doc")
+def test_default_model_on_real_video_and_the_demo_names_itself(tmp_path, env):
+    """No --checkpoint: the real-footage model finds vtest's walkers and writes valid npz rows (with pj2d_org and
+    frame_ids); --model demo warns that it is a synthetic demo."""
+    p = run_app(env, "--input", VTEST, "--headless", "--save-npz", tmp_path, "--max-frames", "8")
+    assert p.returncode == 0, p.stderr
+    d = np.load(tmp_path / "vtest.npz")
+    n = check_npz(d)
+    assert n >= 3 * 8 and set(d["frame_ids"].tolist()) == set(range(8))  # 3-4 walkers in every frame
+    assert np.isfinite(d["pj2d_org"]).all()
+    p = run_app(env, "--input", VTEST, "--headless", "--model", "demo", "--max-frames", "2")
+    assert p.returncode == 0, p.stderr
+    assert "WARNING" in p.stderr and "synthetic demo model" in p.stderr
