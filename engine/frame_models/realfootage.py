@@ -57,8 +57,6 @@ class RealFootageCfg:
             person, not a new one.
         reseed_iou: a tracked person matched to a detection with less overlap than this is cropped again from the
             detection (the crop had slid off the person).
-        refine_seeds: run a new person's landmarks twice on its first frame (box framing, then its own
-            alignment points); off saves one landmark pass per new person.
         merge_distance: two tracks whose body landmarks are closer than this (mean, in person heights) are one
             person.
         min_visible: fewest landmarks with visibility >= 0.5 for a person to be reported.
@@ -73,7 +71,6 @@ class RealFootageCfg:
     box_scale: float = 1.25
     new_iou: float = 0.3
     reseed_iou: float = 0.5
-    refine_seeds: bool = False
     merge_distance: float = 0.12
     min_visible: int = 6
     max_misses: int = 1
@@ -142,10 +139,7 @@ class RealFootageModel(PeopleModel):
             if len(seeds):
                 fresh = self.landmarks(rgb, rois_from_boxes(seeds, cfg.box_scale))
                 fresh = fresh.select(fresh.flag >= cfg.flag_threshold)
-                if cfg.refine_seeds:  # crop again on the network's own alignment points (its training framing)
-                    fresh = self.landmarks(rgb, fresh.next_rois)
-                    fresh = fresh.select(fresh.flag >= cfg.flag_threshold)
-                tracked = _concat(tracked, fresh)
+                tracked = Landmarks.concat([tracked, fresh])
                 misses = np.concatenate([misses, np.zeros(len(fresh), np.int64)])
                 ages = np.concatenate([ages, np.zeros(len(fresh), np.int64)])
         keep = self._merge(tracked)[: query.max_people]
@@ -217,9 +211,3 @@ def _match(ious: np.ndarray, min_iou: float) -> np.ndarray:
             free[d], taken[t] = False, True
             pairs.append((d, t))
     return np.asarray(pairs, np.int64).reshape(-1, 2)
-
-
-def _concat(a: Landmarks, b: Landmarks) -> Landmarks:
-    return Landmarks(np.concatenate([a.image, b.image]), np.concatenate([a.visibility, b.visibility]),
-                     np.concatenate([a.presence, b.presence]), np.concatenate([a.world, b.world]),
-                     np.concatenate([a.flag, b.flag]), Rois.concat([a.next_rois, b.next_rois]))

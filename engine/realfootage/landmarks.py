@@ -53,6 +53,12 @@ class Landmarks:
         return Landmarks(self.image[idx], self.visibility[idx], self.presence[idx], self.world[idx], self.flag[idx],
                          self.next_rois.select(idx))
 
+    @classmethod
+    def concat(cls, parts: list[Landmarks]) -> Landmarks:
+        """People of several calls in one set (tracked people, then new ones)."""
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in
+                     ("image", "visibility", "presence", "world", "flag")), Rois.concat([p.next_rois for p in parts]))
+
     def boxes(self, min_visibility: float = 0.5) -> np.ndarray:
         """[N, 4] tight (x1, y1, x2, y2) boxes around each person's visible landmarks (all of them if none is)."""
         out = np.zeros((len(self), 4), np.float32)
