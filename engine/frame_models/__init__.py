@@ -44,8 +44,9 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
     from ..errors import ConfigError
     from ..realfootage.detector import PersonDetector
     from ..realfootage.landmarks import BlazePoseLandmarks
+    from ..realfootage.tracker import LandmarkTracker, TrackerCfg
     from ..runtime.graph import OnnxGraph
-    from .realfootage import RealFootageCfg, RealFootageModel
+    from .realfootage import RealFootageModel
 
     if landmarks not in LANDMARK_FILES:
         raise ConfigError(f"unknown landmark network {landmarks!r}; expected one of {', '.join(LANDMARK_FILES)}")
@@ -54,5 +55,5 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
     det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads)
     info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks} + IK", f"onnxruntime {lmk.device} fp32",
                      synthetic_demo=False, default_threshold=DETECT_THRESHOLD[landmarks])
-    return RealFootageModel(PersonDetector(det), BlazePoseLandmarks(lmk), BodyFitter(body), info,
-                            RealFootageCfg(detect_every=detect_every))
+    tracker = LandmarkTracker(PersonDetector(det), BlazePoseLandmarks(lmk), TrackerCfg(detect_every=detect_every))
+    return RealFootageModel(tracker, BodyFitter(body), info)
