@@ -4,6 +4,10 @@ Accepts an official InstanceHMR checkpoint as released (``{"model_state_dict": .
 ``module.`` keys and ``_result_parser.*`` / ``_calc_loss.*`` buffers), a bare state dict (with or without
 ``module.``), or one of our own checkpoints (which also carry a ``model_cfg`` dict). The backbone is detected from
 the weights, loading is strict, and nothing in the file is executed: ``torch.load(weights_only=True)``.
+
+:func:`load_network` also loads the two 2D-pose-guided systems from their released files: 3DCrowdNet
+(``{"epoch", "network", "optimizer"}``) and JOTR (a flat ``module.`` state dict); :func:`detect_system` tells them
+apart from the keys.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from typing import Any
 
 import torch
 
-from .errors import ModelFileError
-from .models import MODELS, InstanceHMR, ModelCfg, build_model
+from .errors import ConfigError, ModelFileError
+from .models import JOTR, MODELS, CrowdNet, InstanceHMR, ModelCfg, build_model
 
-__all__ = ["detect_cfg", "load_checkpoint", "load_network", "normalise_state_dict", "save_checkpoint"]
+__all__ = ["SYSTEMS", "checkpoint_system", "detect_cfg", "detect_system", "load_checkpoint", "load_network",
+           "normalise_state_dict", "save_checkpoint"]
 
 _DROP_PREFIXES = ("_result_parser.", "_calc_loss.")
 
@@ -47,6 +52,8 @@ def normalise_state_dict(obj: Any, source: str = "checkpoint") -> tuple[dict[str
         obj = obj["model_state_dict"]
     elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("network"), dict):  # 3DCrowdNet/JOTR training snapshots
+        obj = obj["network"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelFileError(f"{source} holds no state dict (expected a dict of tensors or a dict with "
                              "'model_state_dict')")
@@ -84,14 +91,25 @@ def detect_cfg(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> Model
     return base
 
 
-def _cfg_from_dict(d: dict, source: str) -> ModelCfg:
+def _cfg_from_dict(d: Any, source: str) -> ModelCfg:
+    """The stored ``model_cfg``, validated: it is file content, so a bad one is a ModelFileError, not a crash."""
+    hint = "fix or remove model_cfg (without it the architecture is detected from the weights)"
+    if not isinstance(d, dict):
+        raise ModelFileError(f"{source}: invalid model_cfg (a {type(d).__name__}, expected a dict); {hint}")
+    known = set(ModelCfg.__dataclass_fields__)
+    unknown = sorted(str(k) for k in d if k not in known)
+    if unknown:
+        raise ModelFileError(f"{source}: invalid model_cfg (unknown keys: {', '.join(unknown)}); {hint}")
+    missing = [k for k in ("name", "backbone") if k not in d]
+    if missing:
+        raise ModelFileError(f"{source}: invalid model_cfg (missing {', '.join(missing)}); {hint}")
     try:
         return ModelCfg(**d)
-    except TypeError as e:
-        raise ModelFileError(f"{source}: invalid model_cfg ({e})") from e
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{source}: invalid model_cfg ({e}); {hint}") from e
 
 
-def load_into(model: InstanceHMR, sd: dict[str, torch.Tensor], source: str) -> None:
+def load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, network: str | None = None) -> None:
     """Strict load with a message that names missing, unexpected and mis-shaped keys."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
@@ -104,25 +122,114 @@ def load_into(model: InstanceHMR, sd: dict[str, torch.Tensor], source: str) -> N
             if items:
                 shown = ", ".join(items[:4]) + (f", ... (+{len(items) - 4})" if len(items) > 4 else "")
                 parts.append(f"{len(items)} {label}: {shown}")
-        raise ModelFileError(f"{source} does not match the {model.cfg.name} network: " + "; ".join(parts))
+        name = network or model.cfg.name
+        raise ModelFileError(f"{source} does not match the {name} network: " + "; ".join(parts))
     model.load_state_dict(sd, strict=True)
 
 
+SYSTEMS = {"instancehmr": "InstanceHMR", "crowdnet": "3DCrowdNet", "jotr": "JOTR"}
+_SYSTEM_MARKERS = (("jotr", ("transformer.", "refine_3d.")), ("crowdnet", ("rotation_net.", "position_net.")))
+# Official tensors the inference never reads: the SMPL layer's buffers (the body model lives in engine/body) and the
+# VPoser v1 encoder (only its decoder turns the predicted latent into joint rotations).
+_POSEGUIDED_DROP = ("human_model_layer.", "vposer.vposer.bodyprior_enc_")
+
+
+def detect_system(sd: dict[str, torch.Tensor]) -> str:
+    """Which system a (``module.``-stripped) state dict belongs to: "jotr", "crowdnet" or "instancehmr".
+
+    Pose-guided systems are told by their unique top-level modules; anything else is treated as InstanceHMR, whose
+    detection (:func:`detect_cfg`) names ROMP and unknown layouts.
+    """
+    for system, prefixes in _SYSTEM_MARKERS:
+        if any(k.startswith(prefixes) for k in sd):
+            return system
+    return "instancehmr"
+
+
+def _check_system(found: str, wanted: str | None, source: str) -> None:
+    if wanted is not None and wanted not in SYSTEMS:
+        raise ConfigError(f"unknown network system {wanted!r}: use one of {', '.join(SYSTEMS)}")
+    if wanted is None or wanted == found:
+        return
+    raise ModelFileError(f"{source} holds {SYSTEMS[found]} weights, not {SYSTEMS[wanted]}: give a {SYSTEMS[wanted]} "
+                         f"checkpoint here, or select the {SYSTEMS[found]} model for this file")
+
+
+def _load_poseguided(system: str, sd: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
+    model = CrowdNet() if system == "crowdnet" else JOTR()
+    load_into(model, {k: v for k, v in sd.items() if not k.startswith(_POSEGUIDED_DROP)}, source, SYSTEMS[system])
+    return model.eval()
+
+
 def load_checkpoint(path: str | Path) -> tuple[InstanceHMR, dict[str, Any]]:
-    """Load a network and the checkpoint's extra fields (training state etc. stay in the returned dict)."""
+    """Load an InstanceHMR network and the checkpoint's extra fields (training state etc. stay in the returned dict).
+
+    Training and evaluation use this; a pose-guided checkpoint is refused with a reason (see :func:`load_network`).
+    """
     path = Path(path)
     obj = _read(path)
     sd, cfg_dict = normalise_state_dict(obj, str(path))
-    cfg = _cfg_from_dict(cfg_dict, str(path)) if cfg_dict else detect_cfg(sd, str(path))
+    _check_system(detect_system(sd), "instancehmr", str(path))
+    return _load_instancehmr(obj, sd, cfg_dict, str(path))
+
+
+def _load_instancehmr(obj: Any, sd: dict[str, torch.Tensor], cfg_dict: Any,
+                      source: str) -> tuple[InstanceHMR, dict[str, Any]]:
+    cfg = _cfg_from_dict(cfg_dict, source) if cfg_dict else detect_cfg(sd, source)
     model = build_model(cfg)
-    load_into(model, sd, str(path))
+    load_into(model, sd, source)
     extra = {k: v for k, v in obj.items() if k != "model_state_dict"} if isinstance(obj, dict) else {}
     return model.eval(), extra
 
 
-def load_network(path: str | Path) -> InstanceHMR:
-    """The engine contract: an InstanceHMR ``torch.nn.Module`` in eval mode, weights loaded strictly."""
-    return load_checkpoint(path)[0]
+def load_network(path: str | Path, system: str | None = None) -> torch.nn.Module:
+    """The engine contract: a network in eval mode, weights loaded strictly, of the system the weights belong to.
+
+    InstanceHMR (:class:`InstanceHMR`), 3DCrowdNet (:class:`CrowdNet`: ``{"network": {"module." ...}}`` as released)
+    or JOTR (:class:`JOTR`: a flat ``module.`` state dict as released). ``system`` ("instancehmr", "crowdnet",
+    "jotr") refuses a checkpoint of another system with a one-line reason. For the pose-guided systems the SMPL
+    layer buffers and the VPoser encoder are dropped (inference never reads them); every other key must match.
+    """
+    path = Path(path)
+    obj = _read(path)
+    sd, cfg_dict = normalise_state_dict(obj, str(path))
+    found = detect_system(sd)
+    _check_system(found, system, str(path))
+    if found == "instancehmr":
+        return _load_instancehmr(obj, sd, cfg_dict, str(path))[0]
+    return _load_poseguided(found, sd, str(path))
+
+
+def checkpoint_system(path: str | Path) -> str:
+    """Which system a weights file or exported artifact runs ("instancehmr", "crowdnet", "jotr"), without building
+    the network: the app picks the model kind from the file the user gives."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".engine":
+        return "instancehmr"
+    if suffix == ".onnx":
+        import onnx
+
+        from .runtime.meta import META_KEY
+
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # protobuf raises DecodeError and friends
+            raise ModelFileError(f"{path} is not a readable ONNX model ({type(e).__name__})") from e
+        meta = next((p.value for p in proto.metadata_props if p.key == META_KEY), None)
+        if meta is None:
+            return "instancehmr"  # the runtime names what is missing when it opens the file
+        import json
+
+        try:
+            system = json.loads(meta).get("model_cfg", {}).get("system", "instancehmr")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise ModelFileError(f"{path}: unreadable {META_KEY!r} metadata; re-export it") from e
+        if system not in SYSTEMS:
+            raise ModelFileError(f"{path} was exported for an unknown system {system!r}; re-export it")
+        return system
+    sd, _ = normalise_state_dict(_read(path), str(path))
+    return detect_system(sd)
 
 
 def save_checkpoint(model: InstanceHMR, path: str | Path, **extra: Any) -> Path:

@@ -116,7 +116,7 @@ def _load_model(args: argparse.Namespace):  # -> (InstanceHMR, checkpoint sha or
     if args.model:
         overrides = {"input_size": args.input_size} if args.input_size else {}
         return random_model(args.model, args.seed, **overrides), ""
-    model = load_network(args.checkpoint)
+    model = load_network(args.checkpoint, system="instancehmr")
     if args.input_size and args.input_size != model.cfg.input_size:
         resized = build_model(model.cfg, input_size=args.input_size)
         resized.load_state_dict(model.state_dict())
@@ -124,9 +124,34 @@ def _load_model(args: argparse.Namespace):  # -> (InstanceHMR, checkpoint sha or
     return model, file_sha256(args.checkpoint)
 
 
+def _cmd_onnx_poseguided(args: argparse.Namespace, system: str) -> int:
+    from engine.checkpoint import load_network
+
+    from .onnx import file_sha256
+    from .poseguided import export_poseguided, parity_poseguided
+
+    if args.input_size or args.image:
+        raise ConfigError(f"--input-size and --image apply to InstanceHMR; {system} takes 256x256 person crops")
+    model = load_network(args.checkpoint, system=system)
+    out = export_poseguided(model, args.output, system, checkpoint_sha256=file_sha256(args.checkpoint),
+                            max_batch=max(args.max_batch, 64))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {system}, batch 1..{max(args.max_batch, 64)})")
+    report = parity_poseguided(out, model, system, args.tolerance)
+    print("\n".join(report.lines()))
+    if not report.ok:
+        raise ExportError(f"{system} ONNX output differs from PyTorch beyond rel {args.tolerance:g}")
+    return 0
+
+
 def cmd_onnx(args: argparse.Namespace) -> int:
     from .onnx import DEFAULT_EXPORTER, export_onnx, parity_check
 
+    if args.checkpoint and not args.model:
+        from engine.checkpoint import checkpoint_system
+
+        system = checkpoint_system(args.checkpoint)
+        if system != "instancehmr":
+            return _cmd_onnx_poseguided(args, system)
     model, sha = _load_model(args)
     if args.input_size and args.input_size % 32:
         raise ConfigError(f"--input-size must be a multiple of 32, got {args.input_size}")

@@ -109,7 +109,7 @@ def verify(checkpoint: Path, clip: Path, gt_path: Path, every: int = 15, thresho
     from .metrics import DetectionCounter, match_centers
 
     torch.set_num_threads(2)
-    model = load_network(checkpoint)
+    model = load_network(checkpoint, system="instancehmr")
     size = model.cfg.input_size
     gt = np.load(gt_path)
     cap = cv2.VideoCapture(str(clip))

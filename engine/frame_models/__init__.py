@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .base import FramePeople, ModelInfo, PeopleModel, PeopleQuery
 
-__all__ = ["FramePeople", "ModelInfo", "PeopleModel", "PeopleQuery", "open_instancehmr", "open_realfootage"]
+__all__ = ["FramePeople", "ModelInfo", "PeopleModel", "PeopleQuery", "open_instancehmr", "open_poseguided",
+           "open_realfootage", "open_tracker"]
 
 LANDMARK_FILES = {"full": "blazepose_full.onnx", "lite": "blazepose_lite.onnx"}
 DETECTOR_FILE = "nanodet.onnx"
@@ -29,6 +30,27 @@ def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int
     return BottomUpModel(opened, label, synthetic_demo)
 
 
+def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 1, detect_every: int = 2):
+    """The landmark tracker (NanoDet + BlazePose from ``model_dir``) that 2D-pose-driven models share.
+
+    Returns:
+        (tracker, the landmark graph's device, the default detector threshold for these landmarks).
+    """
+    from ..errors import ConfigError
+    from ..realfootage.detector import PersonDetector
+    from ..realfootage.landmarks import BlazePoseLandmarks
+    from ..realfootage.tracker import LandmarkTracker, TrackerCfg
+    from ..runtime.graph import OnnxGraph
+
+    if landmarks not in LANDMARK_FILES:
+        raise ConfigError(f"unknown landmark network {landmarks!r}; expected one of {', '.join(LANDMARK_FILES)}")
+    model_dir = Path(model_dir)
+    lmk = OnnxGraph(model_dir / LANDMARK_FILES[landmarks], (), BlazePoseLandmarks.OUTPUTS, threads)
+    det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads)
+    tracker = LandmarkTracker(PersonDetector(det), BlazePoseLandmarks(lmk), TrackerCfg(detect_every=detect_every))
+    return tracker, lmk.device, DETECT_THRESHOLD[landmarks]
+
+
 def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threads: int = 1,
                      detect_every: int = 2) -> PeopleModel:
     """The real-footage default from the converted models in ``model_dir``.
@@ -41,19 +63,65 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
         detect_every: detector period while people are tracked.
     """
     from ..bodyfit import BodyFitter
-    from ..errors import ConfigError
-    from ..realfootage.detector import PersonDetector
-    from ..realfootage.landmarks import BlazePoseLandmarks
-    from ..realfootage.tracker import LandmarkTracker, TrackerCfg
-    from ..runtime.graph import OnnxGraph
     from .realfootage import RealFootageModel
 
-    if landmarks not in LANDMARK_FILES:
-        raise ConfigError(f"unknown landmark network {landmarks!r}; expected one of {', '.join(LANDMARK_FILES)}")
-    model_dir = Path(model_dir)
-    lmk = OnnxGraph(model_dir / LANDMARK_FILES[landmarks], (), BlazePoseLandmarks.OUTPUTS, threads)
-    det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads)
-    info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks} + IK", f"onnxruntime {lmk.device} fp32",
-                     synthetic_demo=False, default_threshold=DETECT_THRESHOLD[landmarks])
-    tracker = LandmarkTracker(PersonDetector(det), BlazePoseLandmarks(lmk), TrackerCfg(detect_every=detect_every))
+    tracker, device, threshold = open_tracker(model_dir, landmarks, threads, detect_every)
+    info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks} + IK", f"onnxruntime {device} fp32",
+                     synthetic_demo=False, default_threshold=threshold)
     return RealFootageModel(tracker, BodyFitter(body), info)
+
+
+def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, body, backend: str = "auto",
+                    landmarks: str = "full", threads: int = 1, detect_every: int = 2) -> PeopleModel:
+    """3DCrowdNet or JOTR from an official checkpoint (or its exported .onnx), guided by the landmark tracker.
+
+    Args:
+        checkpoint: the released weights file, or an ONNX file exported from one (``python -m export onnx``).
+        system: "crowdnet" or "jotr" (see :func:`engine.checkpoint.checkpoint_system`).
+        model_dir: folder of the tracker's networks (as for :func:`open_realfootage`).
+        body: the body model the people will be rendered with (its rest skeleton places them).
+        backend: "auto" (ONNX Runtime, exported and parity-checked on first use, else torch), "onnxruntime" or
+            "torch" (the fp32 reference).
+    """
+    import logging
+
+    import torch
+
+    from ..errors import AppError, ConfigError
+    from ..runtime.graph import OnnxGraph, TorchGraph
+    from .poseguided import INPUT_NAMES, OUTPUT_NAMES, PoseGuidedModel
+
+    names = {"crowdnet": "3DCrowdNet", "jotr": "JOTR"}
+    if system not in names:
+        raise ConfigError(f"unknown pose-guided system {system!r}; expected one of {', '.join(names)}")
+    if backend == "tensorrt":
+        raise ConfigError(f"{names[system]} runs on ONNX Runtime (CPU, or CUDA with onnxruntime-gpu) or torch; the "
+                          "TensorRT runtime serves InstanceHMR only: use --backend auto")
+    checkpoint = Path(checkpoint)
+    runner = None
+    if checkpoint.suffix.lower() == ".onnx":
+        if backend == "torch":
+            raise ConfigError(f"{checkpoint.name} is an ONNX export; pass the .pth checkpoint for --backend torch")
+        runner = OnnxGraph(checkpoint, INPUT_NAMES, OUTPUT_NAMES, threads)
+    elif backend in ("auto", "onnxruntime"):
+        from ..runtime.auto import onnx_for_checkpoint
+
+        try:
+            path, _, _ = onnx_for_checkpoint(checkpoint)
+            runner = OnnxGraph(path, INPUT_NAMES, OUTPUT_NAMES, threads)
+        except AppError as e:
+            if backend != "auto" or isinstance(e, ConfigError):
+                raise
+            logging.getLogger(__name__).warning("ONNX Runtime not used for %s (%s); running torch eager",
+                                                checkpoint.name, e)
+    if runner is None:
+        from ..checkpoint import load_network
+
+        runner = TorchGraph(load_network(checkpoint, system=system), OUTPUT_NAMES)
+    where = "torch cpu fp32" if isinstance(runner, TorchGraph) else f"onnxruntime {runner.device} fp32"
+    tracker, _, threshold = open_tracker(model_dir, landmarks, threads, detect_every)
+    with torch.inference_mode():
+        rest = body(torch.zeros(1, 3), torch.zeros(1, 69), root_align=False).joints[0, :24].numpy()
+    info = ModelInfo(system, f"{names[system]} (2D poses: NanoDet + BlazePose {landmarks})", where,
+                     synthetic_demo=False, default_threshold=threshold)
+    return PoseGuidedModel(tracker, runner, system, rest, info)

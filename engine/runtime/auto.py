@@ -56,6 +56,7 @@ def onnx_for_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None = N
     from export.onnx import DEFAULT_EXPORTER, export_onnx, file_sha256, parity_check
 
     from ..checkpoint import load_network
+    from ..models import CrowdNet, InstanceHMR
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -73,8 +74,15 @@ def onnx_for_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None = N
     log.info("exporting %s to %s (first use of this checkpoint)", checkpoint.name, path)
     model = load_network(checkpoint)
     tmp = path.with_name(path.name + ".building.onnx")
-    export_onnx(model, tmp, exporter=exporter, max_batch=max_batch, checkpoint_sha256=sha)
-    report = parity_check(tmp, model, tolerance=parity_tolerance)
+    if isinstance(model, InstanceHMR):
+        export_onnx(model, tmp, exporter=exporter, max_batch=max_batch, checkpoint_sha256=sha)
+        report = parity_check(tmp, model, tolerance=parity_tolerance)
+    else:  # a 2D-pose-guided system: person crops in, batched over the people of a frame
+        from export.poseguided import export_poseguided, parity_poseguided
+
+        system = "crowdnet" if isinstance(model, CrowdNet) else "jotr"
+        export_poseguided(model, tmp, system, checkpoint_sha256=sha, max_batch=max(max_batch, 64))
+        report = parity_poseguided(tmp, model, system, tolerance=parity_tolerance)
     if not report.ok:
         tmp.unlink(missing_ok=True)
         from ..errors import ExportError
@@ -145,7 +153,7 @@ def _open_torch(checkpoint: Path, cache_dir: str | Path | None, threads: int, pr
     from ..checkpoint import load_network
     from .torch_backend import TorchBackend
 
-    return TorchBackend(load_network(checkpoint), threads=threads)
+    return TorchBackend(load_network(checkpoint, system="instancehmr"), threads=threads)
 
 
 _OPENERS = {"tensorrt": _open_tensorrt, "onnxruntime": _open_onnxruntime, "torch": _open_torch}

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BackendError, ModelFileError
 
-__all__ = ["DEFAULT_PROVIDERS", "PROVENANCE_KEY", "OnnxGraph", "create_session", "device_of"]
+__all__ = ["DEFAULT_PROVIDERS", "PROVENANCE_KEY", "OnnxGraph", "TorchGraph", "create_session", "device_of"]
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +114,31 @@ class OnnxGraph:
 
     def close(self) -> None:
         self.session = None  # frees the native session
+
+
+class TorchGraph:
+    """A torch module by tensor name, with the same ``run(feeds) -> outputs`` contract as :class:`OnnxGraph`: the
+    fp32 reference path of networks that also run exported (the 2D-pose-guided regressors).
+
+    Args:
+        module: takes the feeds as keyword arguments and returns a dict of tensors.
+        outputs: the names returned by :meth:`run`, in order.
+        device: torch device string.
+    """
+
+    def __init__(self, module: Any, outputs: Sequence[str], device: str = "cpu") -> None:
+        self.module = module.eval().to(device)
+        self.output_names = list(outputs)
+        self.device = device
+        self.note = f"torch eager {device}"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(**{k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(self.device)
+                                 for k, v in feeds.items()})
+        return {k: out[k].float().cpu().numpy() for k in self.output_names}
+
+    def close(self) -> None:
+        self.module = None
