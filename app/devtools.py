@@ -69,16 +69,19 @@ def write_synthetic_video(path: str | Path, frames: int = 30, fps: float = 25.0,
     import cv2
     import numpy as np
 
+    from .paths import Cv2Path
+
     path = Path(path)
     w, h = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot write {path}")
-    for i in range(frames):
-        img = np.full((h, w, 3), 60, np.uint8)
-        x = int((i / max(frames - 1, 1)) * (w - 40))
-        cv2.rectangle(img, (x, h // 4), (x + 30, h // 4 + 90), (40, 160, 220), -1)
-        cv2.circle(img, (w - x - 20, h // 2), 18, (200, 80, 60), -1)
-        writer.write(img)
-    writer.release()
+    with Cv2Path(path) as name:
+        writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not writer.isOpened():
+            raise RuntimeError(f"cannot write {path}")
+        for i in range(frames):
+            img = np.full((h, w, 3), 60, np.uint8)
+            x = int((i / max(frames - 1, 1)) * (w - 40))
+            cv2.rectangle(img, (x, h // 4), (x + 30, h // 4 + 90), (40, 160, 220), -1)
+            cv2.circle(img, (w - x - 20, h // 2), 18, (200, 80, 60), -1)
+            writer.write(img)
+        writer.release()
     return path

@@ -118,10 +118,10 @@ def test_bad_sources_fail_with_one_line(tmp_path):
         open_source(7)
     corrupt = tmp_path / "x.png"
     corrupt.write_bytes(b"not a png")
-    src = open_source(str(corrupt))
-    assert isinstance(src, ImageListSource)
     with pytest.raises(CaptureError, match="cannot decode"):
-        src.read()
+        open_source(str(corrupt))  # at open, before a model is loaded
+    with pytest.raises(CaptureError, match="cannot decode"):
+        ImageListSource([corrupt])
 
 
 def read_all(path: Path) -> tuple[int, float]:
