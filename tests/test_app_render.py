@@ -154,7 +154,7 @@ def test_mesh_export_obj_and_ply(tmp_path, body):
     raw = ply.read_bytes()
     header, _, data = raw.partition(b"end_header\n")
     assert b"element vertex %d" % body.num_vertices in header
-    assert len(data) == body.num_vertices * 12 + len(body.faces) * 13
+    assert len(data) == body.num_vertices * 15 + len(body.faces) * 13  # xyz float32 + rgb uchar; face records
 
 
 def test_small_people_use_the_coarse_level(body):
