@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.decode import DecodeCfg, decode_people
+from engine.errors import AppError, ConfigError
 from engine.geometry import axis_angle_to_rotmat, rot6d_to_rotmat
 
 from .ablation_model import apply_variant
@@ -120,7 +122,18 @@ def table(res: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def check_test_set(data: str | Path) -> None:
+    """A fresh clone has no held-out set (it is generated, not shipped): say how to make it instead of a traceback."""
+    folder = Path(data)
+    if folder.is_dir() and any(f for f in folder.glob("shard_*.npz") if ".tmp" not in f.name):
+        return
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--data {folder} is not a folder; pass the folder of test shards (default data/synth/test)")
+    raise ConfigError(f"no test set in {folder} (no shard_*.npz); generate the held-out set once with "
+                      f"python -m train.dataset --split test --num 400 --out {folder}")
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=Path("assets/models/demo_mobilenetv3.pt"))
     ap.add_argument("--data", default="data/synth/test")
@@ -130,7 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    model, extra = load_checkpoint(a.checkpoint)
+    try:
+        check_test_set(a.data)
+        model, extra = load_checkpoint(a.checkpoint)
+    except AppError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     apply_variant(model, str(extra.get("variant", "full")))
     res = evaluate(model.eval(), Shards.load(a.data), threshold=a.threshold, limit=a.limit)
     print(f"{a.checkpoint} on {a.data} ({res['_']['images']} images, centre threshold {a.threshold})")
@@ -138,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(res, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

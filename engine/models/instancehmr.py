@@ -25,6 +25,7 @@ __all__ = ["MODELS", "InstanceHMR", "ModelCfg", "build_model", "coord_maps", "po
 
 NUM_PARAMS = 82  # cam 3 + global orient 6D 6 + body pose 21x3 63 + betas 10
 NUM_JOINTS = 24
+BACKBONE_STRIDES = {"resnet50": 4, "hrnet32": 4, "resnet18": 4, "mobilenetv3": 8}  # backbone output stride
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,34 @@ class ModelCfg:
     head_stride: int = 2
     id_dim: int = 64
 
+    def __post_init__(self) -> None:
+        """Refuse what the builder cannot build (or builds into a network whose maps do not line up).
+
+        A cfg read from a checkpoint file is untrusted input; without this an unknown backbone, ``input_size=0`` or
+        ``"256"`` surfaced as a ValueError, ZeroDivisionError or TypeError from deep inside the builder.
+        """
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        if self.backbone not in BACKBONE_STRIDES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {', '.join(BACKBONE_STRIDES)}")
+        ints = {"input_size": (32, 4096), "head_channels": (1, 1024), "id_channels": (1, 1024),
+                "param_channels": (1, 1024), "head_stride": (1, 2), "id_dim": (4, 1024)}
+        for key, (lo, hi) in ints.items():
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{key} must be an integer, got {v!r} ({type(v).__name__})")
+            if not lo <= v <= hi:
+                raise ValueError(f"{key} must be in {lo}..{hi}, got {v}")
+        # every backbone reduces by 32 before its upsampling path; other sizes give feature maps that do not line
+        # up (measured: mobilenetv3 at 100 px fails in its lateral sum)
+        if self.input_size % 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+        if self.id_dim % 4:  # the sine encoding splits id_dim into x/y halves of sin/cos pairs
+            raise ValueError(f"id_dim must be a multiple of 4, got {self.id_dim}")
+
     @property
     def map_size(self) -> int:
-        stride = {"resnet50": 4, "hrnet32": 4, "resnet18": 4, "mobilenetv3": 8}[self.backbone] * self.head_stride
-        return self.input_size // stride
+        return self.input_size // (BACKBONE_STRIDES[self.backbone] * self.head_stride)
 
     @property
     def output_stride(self) -> int:
