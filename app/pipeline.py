@@ -28,6 +28,7 @@ from engine.postprocess import people_to_meshes
 from engine.types import Letterbox, Meshes, People
 
 from .capture import CaptureThread, Frame, FrameSource, ReconnectingSource
+from .paths import shown
 from .recording import VideoRecorder
 from .render import CenterAnnotator, MeshAnnotator, Scene, SkeletonAnnotator, render_overlay
 from .render.projection import person_boxes
@@ -75,11 +76,15 @@ class Pipeline:
         self.finished = threading.Event()
         self.recorder: VideoRecorder | None = None
         self.record_note = ""
+        self.record_errors: list[BaseException] = []  # recordings that lost frames (disk full, write error)
         self._record_req = record
         self._record_changed = threading.Event()
         if record is not None:
             self._record_changed.set()
         self._rerender = threading.Event()
+        self._redraw_lock = threading.Lock()
+        self._seek_target: int | None = None  # model thread: drop frames until this one (see seek())
+        self._render_target: int | None = None  # render thread: the same for items already queued
         self._gate = threading.Lock()
         self._paused = False
         self._tokens = {"model": 0, "render": 0}
@@ -124,8 +129,52 @@ class Pipeline:
             return False
 
     def rerender(self) -> None:
-        """Redraw the last frame with the current settings (toggles while paused)."""
+        """Redraw the last frame with the current settings (toggles while paused, or after the end of the input,
+        when the render thread is gone and a short thread of its own redraws)."""
+        if self.finished.is_set():
+            last = self._last
+            if last is not None:
+                threading.Thread(target=self._redraw_after_end, args=(last,), name="rerender", daemon=True).start()
+            return
         self._rerender.set()
+
+    def _redraw_after_end(self, last: FrameOutput) -> None:
+        with self._redraw_lock:  # toggles in quick succession: one redraw at a time, each with the settings then
+            self._redraw(last)
+
+    # ------------------------------------------------------------------ seeking (files)
+    def seek(self, frame_index: int) -> None:
+        """Continue a file from ``frame_index``. Frames read before the seek are dropped at both stages, and
+        tracking, smoothing and the model's frame-to-frame state restart at the new frame (a jump is not motion).
+        While paused, exactly the new frame is shown."""
+        with self._gate:
+            self._seek_target = self._render_target = frame_index
+            if self._paused:
+                self._tokens = {"model": 1, "render": 1}
+        self.capture.seek(frame_index)
+        if self._paused:
+            self.capture.step()
+
+    def _after_seek(self, frame: Frame, stage: str) -> bool:
+        """False for a frame read before the latest seek (its step token, if any, goes back)."""
+        attr = "_seek_target" if stage == "model" else "_render_target"
+        with self._gate:
+            target = getattr(self, attr)
+            if target is None:
+                return True
+            if self.capture.seek_failed == target:  # the source cannot seek: it plays on from where it was
+                setattr(self, attr, None)
+                return True
+            if frame.index != target:
+                if self._paused:
+                    self._tokens[stage] += 1
+                return False
+            setattr(self, attr, None)
+        if stage == "model":
+            self.tracker.tracks = []  # forget who was where; new IDs keep counting up so none is reused
+            self.smoother.reset()
+            self.model.reset()
+        return True
 
     def set_recording(self, request: RecordRequest | None) -> None:
         """Start (request) or stop (None) recording; applied by the render thread on its next frame."""
@@ -208,6 +257,8 @@ class Pipeline:
                 if self.capture.error is not None:
                     raise self.capture.error
                 break
+            if not self._after_seek(frame, "model"):
+                continue
             if not self.cfg.temporal:
                 self.tracker.reset()
                 self.model.reset()
@@ -249,6 +300,8 @@ class Pipeline:
                     continue
                 if item is _END:
                     break
+                if not self._after_seek(item[0], "render"):
+                    continue
                 self._process(*item)
         finally:
             self.finished.set()
@@ -328,5 +381,8 @@ class Pipeline:
         rec, self.recorder = self.recorder, None
         if rec is not None:
             rec.close()
-            if not self.record_note:
-                self.record_note = f"saved {rec.path} ({rec.frames_written} frames)"
+            if rec.error is not None:
+                self.record_errors.append(rec.error)
+                self.record_note = rec.stopped_reason
+            elif not self.record_note:
+                self.record_note = f"saved {shown(rec.path)} ({rec.frames_written} frames)"

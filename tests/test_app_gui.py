@@ -88,7 +88,7 @@ def test_window_frames_screenshot_controls_and_close(display, ckpt, video, tmp_p
     rec = tmp_path / "gui.mp4"
     cfg = build_cfg(build_parser().parse_args(["--input", str(video), "--checkpoint", str(ckpt), "--record",
                                                str(rec), "--centers"]))
-    app, session, win = open_window(cfg, screenshot_dir=tmp_path)
+    app, session, win = open_window(cfg, out_dir=tmp_path)
     win.show()
     session.pipeline.start()
     try:
@@ -100,7 +100,7 @@ def test_window_frames_screenshot_controls_and_close(display, ckpt, video, tmp_p
 
         # screenshot: the video with meshes on top (compare with the raw frame it was drawn on)
         out = win.last_output
-        shot = win.save_screenshot(tmp_path / "window.png")
+        shot = win.save_screenshot(tmp_path / "window.png", wait=True)
         shutil.copy(shot, SCREENSHOT_COPY)
         print(f"\nGUI screenshot: {shot} (copy: {SCREENSHOT_COPY}); GUI busy p99 {busy_p99:.1f} ms, "
               f"max {busy_max:.1f} ms")
@@ -169,7 +169,7 @@ def test_default_model_window_names_model_and_draws_people(display, tmp_path):
     from app.gui import open_window
 
     cfg = build_cfg(build_parser().parse_args(["--input", str(VTEST), "--max-frames", "40", "--no-3d"]))
-    app, session, win = open_window(cfg, screenshot_dir=tmp_path)
+    app, session, win = open_window(cfg, out_dir=tmp_path)
     win.show()
     session.pipeline.start()
     try:

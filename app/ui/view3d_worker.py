@@ -1,4 +1,5 @@
-"""The 3D view's renderer process: Open3D's legacy ``Visualizer``, offscreen, driven over stdin/stdout.
+"""The 3D view's renderer process: Open3D's legacy ``Visualizer``, offscreen, driven over stdin/stdout, with a
+camera that frames the people by itself (:class:`OrbitCamera`) over a floor grid under their feet.
 
 Why a separate process: Open3D's Python bindings hold the GIL while they render (measured: a 2 ms sleep loop on
 another thread stretched to 52 ms), so in-process rendering would freeze the Qt thread for the length of every 3D
@@ -54,6 +55,180 @@ def read_msg(stream: BinaryIO) -> tuple[dict, bytes] | None:
     return (header, payload) if payload is not None else None
 
 
+class OrbitCamera:
+    """Frames the people by itself: the camera looks at their centroid from a distance that fits their spread,
+    over a floor under their feet; everything follows exponentially (time constant ``tau`` seconds), so a person
+    walking in or a jittery estimate glides the view instead of making it jump every frame. The user orbits
+    (yaw/pitch) and zooms around that moving target; a double-click resets both.
+
+    The floor: a video camera is usually tilted (a street camera looks down), so "down" in camera space is not the
+    ground's down. With three or more people whose feet span an area, the ground plane is fitted through their
+    feet and its normal becomes "up" (if it is within 45 degrees of the camera's up and the feet lie close to
+    it); otherwise up stays as it was, starting from the camera's. Estimated depths are noisy, so up follows
+    slowly (``tau_up``). The floor is at the lowest foot along that up.
+
+    Coordinates are Open3D's view of the scene: x right, y up, the video camera at the origin looking down -z.
+    """
+
+    PITCH0 = 0.3  # radians: a little from above, so the floor and the spacing between people read well
+    MARGIN = 1.15  # the people fill at most 1/1.15 of the view's width or height
+    MAX_TILT = np.radians(45.0)  # a fitted ground steeper than this is a bad fit, not a floor
+    MIN_FEET = 4  # three feet always fit a plane exactly, so they say nothing about the ground
+    MIN_FEET_SPREAD = 0.5  # metres: feet closer to a line than this do not define a plane
+    MAX_FEET_OFF = 0.3  # metres (rms): feet further from the plane than this are not on one floor
+
+    def __init__(self, tau: float = 0.6, fov_y_deg: float = 60.0, aspect: float = 4 / 3,
+                 tau_up: float = 4.0) -> None:
+        self.tau = tau
+        self.tau_up = tau_up
+        self.fov_y = np.radians(fov_y_deg)
+        self.aspect = aspect
+        self.yaw = 0.0
+        self.pitch = self.PITCH0
+        self.zoom = 1.0
+        self.target: np.ndarray | None = None
+        self.radius = 1.5
+        self.up = np.array([0.0, 1.0, 0.0])
+        self.floor = 0.0  # height of the floor along ``up``
+        self.fit = 3.0  # the distance that shows everyone (before the user's zoom)
+        self._t: float | None = None
+
+    @staticmethod
+    def feet(verts: np.ndarray, up: np.ndarray) -> np.ndarray:
+        """Each person's lowest point along ``up`` [N, 3]."""
+        low = np.argmin(verts @ up, axis=1)
+        return verts[np.arange(len(verts)), low]
+
+    @classmethod
+    def ground_normal(cls, feet: np.ndarray) -> np.ndarray | None:
+        """The normal of the plane through the feet (pointing up), or None when they do not define one."""
+        if len(feet) < cls.MIN_FEET:
+            return None
+        centred = feet - feet.mean(axis=0)
+        _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+        rms = sv / np.sqrt(len(feet))
+        if rms[1] < cls.MIN_FEET_SPREAD or rms[2] > cls.MAX_FEET_OFF:  # (nearly) on a line, or not on a plane
+            return None
+        normal = vt[2] if vt[2][1] >= 0 else -vt[2]
+        if np.arccos(np.clip(normal[1], -1.0, 1.0)) > cls.MAX_TILT:
+            return None
+        return normal
+
+    def measure(self, verts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, float]:
+        """People [N, V, 3] -> (centroid of their centres, radius that holds them all, up, floor height)."""
+        centres = verts.mean(axis=1)
+        centroid = centres.mean(axis=0)
+        half_extent = 0.5 * float((verts.max(axis=1) - verts.min(axis=1)).max())  # a person's half size
+        spread = float(np.linalg.norm(centres - centroid, axis=1).max()) if len(verts) > 1 else 0.0
+        up = self.ground_normal(self.feet(verts, self.up))
+        up = self.up if up is None else up
+        floor = float((self.feet(verts, up) @ up).min())
+        return centroid, spread + max(half_extent, 0.3), up, floor
+
+    def fit_distance(self, verts: np.ndarray, target: np.ndarray) -> float:
+        """The distance from ``target`` at which every person's bounding box is in view (with the margin) from the
+        current orbit angle: tighter than a bounding sphere, since people spread along the floor, not in a ball."""
+        lo, hi = verts.min(axis=1), verts.max(axis=1)  # [N, 3] per-person boxes
+        corners = np.stack([np.where(np.array(m, bool), hi, lo) for m in np.ndindex(2, 2, 2)], axis=1).reshape(-1, 3)
+        eye_dir = self._eye_dir()
+        f = -eye_dir
+        r = np.cross(f, self.up)
+        r /= np.linalg.norm(r)
+        u = np.cross(r, f)
+        rel = corners - target
+        toward = rel @ eye_dir  # how much nearer to the eye than the target
+        ty = np.tan(self.fov_y / 2) / self.MARGIN  # the slopes that still fit, vertically and horizontally
+        tx = ty * self.aspect
+        need = np.maximum(np.abs(rel @ r) / tx, np.abs(rel @ u) / ty) + toward
+        return float(max(need.max(), 1.0))
+
+    def update(self, verts: np.ndarray, now: float) -> None:
+        """Follow the people of one scene (no people: the view stays where it is)."""
+        if len(verts) == 0:
+            return
+        verts = np.asarray(verts, np.float64)
+        centroid, radius, up, floor = self.measure(verts)
+        if self.target is None:
+            self.target, self.radius, self.up, self.floor = centroid, radius, up, floor
+            self.fit = self.fit_distance(verts, centroid)
+        else:
+            dt = max(now - (self._t if self._t is not None else now), 0.0)
+            a = 1.0 - float(np.exp(-dt / self.tau))
+            self.target = self.target + a * (centroid - self.target)
+            self.radius += a * (radius - self.radius)
+            blended = self.up + (1.0 - float(np.exp(-dt / self.tau_up))) * (up - self.up)
+            self.up = blended / np.linalg.norm(blended)
+            self.floor += a * (floor - self.floor)
+            self.fit += a * (self.fit_distance(verts, self.target) - self.fit)
+        self._t = now
+
+    def basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(right, towards the video camera, up) on the floor: the frame the orbit and the grid use."""
+        up = self.up
+        back = np.array([0.0, 0.0, 1.0]) - up[2] * up  # the video camera's side, along the floor
+        back /= np.linalg.norm(back)
+        return np.cross(up, back), back, up
+
+    @property
+    def distance(self) -> float:
+        """Far enough for everyone to be in view (:meth:`fit_distance`, followed smoothly), times the user's zoom."""
+        return self.fit * self.zoom
+
+    def _target(self) -> np.ndarray:
+        return self.target if self.target is not None else np.array([0.0, 0.0, -3.0])
+
+    def _eye_dir(self) -> np.ndarray:
+        """Unit vector from the target towards the eye."""
+        right, back, up = self.basis()
+        return np.cos(self.pitch) * (np.sin(self.yaw) * right + np.cos(self.yaw) * back) + np.sin(self.pitch) * up
+
+    def eye(self) -> np.ndarray:
+        return self._target() + self.distance * self._eye_dir()
+
+    def extrinsic(self) -> np.ndarray:
+        """World -> camera (OpenCV axes: x right, y down, z forward), as Open3D's pinhole parameters want it."""
+        t, eye = self._target(), self.eye()
+        f = (t - eye) / np.linalg.norm(t - eye)
+        r = np.cross(f, self.up)
+        r /= np.linalg.norm(r)
+        down = np.cross(f, r)
+        rot = np.stack([r, down, f])
+        ext = np.eye(4)
+        ext[:3, :3] = rot
+        ext[:3, 3] = -rot @ eye
+        return ext
+
+    def rotate(self, dx_px: float, dy_px: float) -> None:
+        self.yaw -= dx_px * 0.01
+        self.pitch = float(np.clip(self.pitch + dy_px * 0.01, -0.2, 1.45))
+
+    def zoom_by(self, steps: float) -> None:
+        self.zoom = float(np.clip(self.zoom * 0.85 ** steps, 0.2, 5.0))
+
+    def reset(self) -> None:
+        self.yaw, self.pitch, self.zoom = 0.0, self.PITCH0, 1.0
+
+    def floor_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """Grid lines on the floor around the people (points [P, 3], line index pairs [L, 2]).
+
+        Lines sit at fixed positions of the floor's own coordinates (multiples of the spacing) and only the extent
+        follows the people, so walking people move over the floor instead of the floor moving with them.
+        """
+        right, back, up = self.basis()
+        t = self._target()
+        step = 0.5 if self.radius < 4 else 1.0
+        half = self.radius * 1.5 + 1.0
+        a0, a1 = np.floor((t @ right - half) / step) * step, np.ceil((t @ right + half) / step) * step
+        b0, b1 = np.floor((t @ back - half) / step) * step, np.ceil((t @ back + half) / step) * step
+        pts: list[np.ndarray] = []
+        for a in np.arange(a0, a1 + step / 2, step):
+            pts += [a * right + b0 * back, a * right + b1 * back]
+        for b in np.arange(b0, b1 + step / 2, step):
+            pts += [a0 * right + b * back, a1 * right + b * back]
+        points = np.array(pts) + self.floor * up
+        return points, np.arange(len(points)).reshape(-1, 2)
+
+
 class Renderer:
     def __init__(self, width: int, height: int) -> None:
         import open3d as o3d
@@ -66,27 +241,30 @@ class Renderer:
         opt = self.vis.get_render_option()
         opt.background_color = np.array([0.12, 0.12, 0.14])
         opt.mesh_show_back_face = True
+        vc = self.vis.get_view_control()
+        vc.set_constant_z_near(0.05)  # the view is placed by hand, not fitted to a bounding box: fixed clip planes
+        vc.set_constant_z_far(1000.0)
+        params = vc.convert_to_pinhole_camera_parameters()
+        fy = params.intrinsic.intrinsic_matrix[1, 1]
+        self.cam = OrbitCamera(fov_y_deg=float(np.degrees(2 * np.arctan(height / 2 / fy))), aspect=width / height)
         self.meshes: list = []
         self.added: list[bool] = []
         self.tri = None
-        self.fitted = False
+        self.grid = None
 
-    def _add_ground(self, verts: np.ndarray) -> None:
-        """A floor grid under the first people seen, so the free camera keeps a sense of up and distance."""
+    def _update_grid(self) -> None:
         o3d = self.o3d
-        v = verts.reshape(-1, 3) * _FLIP
-        y = float(v[:, 1].min())
-        (x0, z0), (x1, z1) = v[:, [0, 2]].min(0) - 1.0, v[:, [0, 2]].max(0) + 1.0
-        pts, lines = [], []
-        for xv in np.linspace(x0, x1, 11):
-            lines.append([len(pts), len(pts) + 1])
-            pts += [[xv, y, z0], [xv, y, z1]]
-        for zv in np.linspace(z0, z1, 11):
-            lines.append([len(pts), len(pts) + 1])
-            pts += [[x0, y, zv], [x1, y, zv]]
-        grid = o3d.geometry.LineSet(o3d.utility.Vector3dVector(np.array(pts)), o3d.utility.Vector2iVector(lines))
-        grid.paint_uniform_color([0.35, 0.35, 0.4])
-        self.vis.add_geometry(grid, reset_bounding_box=False)
+        pts, lines = self.cam.floor_grid()
+        if self.grid is None:
+            self.grid = o3d.geometry.LineSet()
+        self.grid.points = o3d.utility.Vector3dVector(pts)
+        self.grid.lines = o3d.utility.Vector2iVector(lines.astype(np.int32))
+        self.grid.paint_uniform_color([0.35, 0.35, 0.4])
+        if not getattr(self, "_grid_added", False):
+            self.vis.add_geometry(self.grid, reset_bounding_box=False)
+            self._grid_added = True
+        else:
+            self.vis.update_geometry(self.grid)
 
     def scene(self, verts: np.ndarray, faces: np.ndarray | None, colors: np.ndarray) -> None:
         o3d = self.o3d
@@ -95,9 +273,10 @@ class Renderer:
         while len(self.meshes) < len(verts):
             self.meshes.append(o3d.geometry.TriangleMesh())
             self.added.append(False)
+        flipped = np.asarray(verts, np.float64) * _FLIP
         for i, m in enumerate(self.meshes):
             if i < len(verts):
-                m.vertices = o3d.utility.Vector3dVector((verts[i] * _FLIP).astype(np.float64))
+                m.vertices = o3d.utility.Vector3dVector(flipped[i])
                 m.triangles = self.tri
                 m.compute_vertex_normals()
                 m.paint_uniform_color(colors[i].astype(np.float64))
@@ -105,33 +284,33 @@ class Renderer:
                 m.vertices = o3d.utility.Vector3dVector(np.zeros((0, 3)))
                 m.triangles = o3d.utility.Vector3iVector(np.zeros((0, 3), np.int32))
             if not self.added[i] and i < len(verts):
-                self.vis.add_geometry(m, reset_bounding_box=False)
+                # the first mesh gives the view control a valid bounding box (without one Open3D's camera
+                # conversion yields NaN); the camera itself is placed by OrbitCamera
+                self.vis.add_geometry(m, reset_bounding_box=i == 0 and not any(self.added))
                 self.added[i] = True
             elif self.added[i]:
                 self.vis.update_geometry(m)
-        if not self.fitted and len(verts):
-            self._add_ground(verts)
-            self.reset()
-            self.fitted = True
+        self.cam.update(flipped, time.perf_counter())
+        if self.cam.target is not None:
+            self._update_grid()
 
     def reset(self) -> None:
-        """Look from the video camera (origin, looking forward) at the people, like the overlay but free to move."""
-        self.vis.reset_view_point(True)
-        vc = self.vis.get_view_control()
-        vc.set_front([0.0, 0.25, 1.0])
-        vc.set_up([0.0, 1.0, 0.0])
-        vc.set_zoom(0.7)
+        """Back to the default orbit (from the video camera's side, a little above) around the people."""
+        self.cam.reset()
 
     def command(self, name: str, a: float, b: float) -> None:
-        vc = self.vis.get_view_control()
         if name == "rotate":
-            vc.rotate(a, b)
+            self.cam.rotate(a, b)
         elif name == "zoom":
-            vc.scale(a)
+            self.cam.zoom_by(a)
         elif name == "reset":
             self.reset()
 
     def render(self) -> np.ndarray:
+        vc = self.vis.get_view_control()
+        params = vc.convert_to_pinhole_camera_parameters()
+        params.extrinsic = self.cam.extrinsic()
+        vc.convert_from_pinhole_camera_parameters(params, allow_arbitrary=True)
         self.vis.poll_events()
         self.vis.update_renderer()
         img = np.asarray(self.vis.capture_screen_float_buffer(do_render=True))
