@@ -15,6 +15,9 @@ from pathlib import Path
 from engine.errors import ConfigError
 
 from .export_mesh import FORMATS as MESH_FORMATS
+from .export_mesh import MESH_SPACES
+from .outputs import NPZ_FORMATS
+from .vmc import VmcTarget, parse_target
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = ROOT / "assets" / "models" / "demo_mobilenetv3.pt"
@@ -24,6 +27,9 @@ DEFAULT_LANDMARKS = "full"
 DEFAULT_DETECT_EVERY = 2
 DEMO_DIR = ROOT / "assets" / "demo"
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+# OpenCV reads an index >= 100 as backend*100 + camera (200 = camera 0 through V4L2), so a few thousand is the most
+# that can mean anything; past 2**31 cv2 fails with an overload traceback
+MAX_CAMERA = 9999
 
 
 @dataclass(frozen=True)
@@ -56,10 +62,24 @@ class AppCfg:
     live_faces: int
     threads: int
     debug: bool
+    vmc: VmcTarget | None = None
+    npz_format: str = "flat"
+    mesh_space: str = "world"
+    vmc_track: int | None = None
+    out_dir: Path = Path()  # the window's R and S write into <out_dir>/recordings and <out_dir>/screenshots
+    export_anim: Path | None = None  # BVH per track + one animated glb, written when the run ends
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes end like every other failure: one ``error:`` line and exit code 2 (a ConfigError), instead of
+    argparse's 16-line usage dump before a ``run_app.py: error:`` line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ConfigError(f"{message}; see --help")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="run_app.py",
         description="Real-time multi-person 3D human meshes. With no arguments, opens camera 0 with the "
                     "real-footage model.",
@@ -73,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="realfootage (default): real-trained person detector + BlazePose landmarks + body fit; "
                         "demo: the bundled InstanceHMR model trained on synthetic renders only")
     m.add_argument("--checkpoint", type=Path, default=None,
-                   help="InstanceHMR weights (.pt/.pth/.pkl, or an exported .onnx/.engine): runs InstanceHMR")
+                   help="official weights (.pt/.pth/.pkl, or an exported .onnx/.engine) of InstanceHMR, "
+                        "3DCrowdNet or JOTR: the system is told from the file")
     m.add_argument("--landmarks", choices=("full", "lite"), default=None,
                    help=f"realfootage: BlazePose landmark network (default {DEFAULT_LANDMARKS}; lite is faster, "
                         "full is more precise)")
@@ -85,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--smpl-dir", type=Path, help="folder or file with SMPL_NEUTRAL.pkl/.npz (for --body-model smpl)")
     m.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (auto picks the fastest)")
     m.add_argument("--threads", type=int, default=1,
-                   help="inference threads (1 leaves a core for capture/render/encode; default 1)")
+                   help="inference threads, at most the usable CPU cores (1 leaves a core for capture/render/encode; "
+                        "default 1)")
     m.add_argument("--threshold", type=float, default=None,
                    help="person score threshold (default: the model's own: realfootage 0.35 with full landmarks, "
                         "0.45 with lite; InstanceHMR 0.2)")
@@ -94,13 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="One-Euro smoothing of pose, shape and camera per person (default on)")
     m.add_argument("--smooth-strength", type=float, default=1.0, help="1 = default, >1 smoother, <1 snappier")
     o = p.add_argument_group("outputs")
-    o.add_argument("--record", type=Path, metavar="OUT.mp4", help="write the annotated video (mp4v .mp4 or XVID .avi)")
+    o.add_argument("--record", type=Path, metavar="OUT.mp4",
+                   help="write the annotated video (H.264 .mp4/.m4v/.mov/.mkv, MPEG-4 .avi); .mp4 stays playable "
+                        "even if the run is killed")
     o.add_argument("--save-npz", type=Path, metavar="DIR", help="write <stem>.npz results into this folder")
     o.add_argument("--save-verts", action="store_true", help="also store mesh vertices in the .npz")
+    o.add_argument("--npz-format", choices=NPZ_FORMATS, default="flat",
+                   help="flat: plain arrays, one row per person (default); romp: simple-romp's pickled 'results' "
+                        "layout, for its readers (np.load(f, allow_pickle=True)['results'][()])")
     o.add_argument("--export-mesh", type=Path, metavar="DIR", help="write a mesh file per frame and person")
     o.add_argument("--mesh-format", choices=MESH_FORMATS, default="obj", help="--export-mesh format (default obj)")
+    o.add_argument("--mesh-space", choices=MESH_SPACES, default="world",
+                   help="--export-mesh axes: world = y up, camera at the origin looking down -z (default; imports "
+                        "upright in Blender); camera = x right, y down, z forward (OBJ/PLY only; GLB is always y up)")
+    o.add_argument("--export-anim", type=Path, metavar="DIR",
+                   help="write <stem>_id<track>.bvh per tracked person and <stem>.glb (all tracks: skinned, "
+                        "animated) when the run ends")
     o.add_argument("--headless", action="store_true", help="no window: process the input to the outputs and exit")
     o.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = all)")
+    o.add_argument("--vmc", nargs="?", const="", default=None, metavar="HOST:PORT",
+                   help="stream the performer's skeleton live over the VMC protocol (OSC/UDP) to HOST:PORT; "
+                        "HOST, :PORT or nothing use the defaults 127.0.0.1:39539")
+    o.add_argument("--vmc-track", type=int, default=None, metavar="ID",
+                   help="--vmc performer: this track id (default: the person largest on screen, kept while "
+                        "tracked)")
     v = p.add_argument_group("view")
     v.add_argument("--opacity", type=float, default=0.8, help="mesh opacity over the video, 0..1")
     v.add_argument("--no-mesh", dest="show_mesh", action="store_false", help="do not draw meshes")
@@ -110,8 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--live-faces", type=int, default=1600,
                    help="face budget of the live overlay mesh (lower = faster; exports keep full resolution)")
     v.add_argument("--quit-at-end", action="store_true", help="close the window when the input ends")
+    v.add_argument("--out-dir", type=Path, default=Path(), metavar="DIR",
+                   help="window: R records into DIR/recordings/, S saves frames into DIR/screenshots/ (default: the "
+                        "current folder); the status bar shows each file's full path")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, which containers and taskset narrow), not the machine's.
+
+    --threads above it is refused rather than clamped: oversubscribed inference threads did not fail, they made a
+    run look hung (``--threads 1000``: 69 s to load, 45 s a frame), and silently running with another value than
+    asked would hide that from benchmarks.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def display_available() -> bool:
@@ -125,18 +180,23 @@ def display_available() -> bool:
 def build_cfg(args: argparse.Namespace) -> AppCfg:
     if args.camera is not None and args.input is not None:
         raise ConfigError("pass either --camera or --input, not both")
-    if args.camera is not None and args.camera < 0:
-        raise ConfigError(f"--camera must be >= 0, got {args.camera}")
+    if args.input is not None and not args.input.strip():  # Path("") is ".", which was then read as a folder
+        raise ConfigError("--input is empty; pass an image, a folder of images, a video or a stream URL")
+    if args.camera is not None and not 0 <= args.camera <= MAX_CAMERA:
+        raise ConfigError(f"--camera must be a camera index in 0..{MAX_CAMERA} (usually 0), got {args.camera}")
     if args.checkpoint is not None and args.model is not None:
-        raise ConfigError(f"pass either --model {args.model} or --checkpoint, not both (a checkpoint runs InstanceHMR)")
+        raise ConfigError(f"pass either --model {args.model} or --checkpoint, not both (a checkpoint runs its own "
+                          "system)")
     model = "instancehmr" if args.checkpoint is not None else (args.model or "realfootage")
     checkpoint = DEMO_CHECKPOINT if model == "demo" else args.checkpoint
-    if model != "realfootage" and (args.landmarks is not None or args.detect_every is not None):
-        raise ConfigError("--landmarks and --detect-every only apply to the realfootage model")
+    if model == "demo" and (args.landmarks is not None or args.detect_every is not None):
+        raise ConfigError("--landmarks and --detect-every apply to the realfootage model and to 3DCrowdNet/JOTR "
+                          "checkpoints (their 2D poses come from the same tracker), not to the demo model")
     detect_every = DEFAULT_DETECT_EVERY if args.detect_every is None else args.detect_every
     if model == "realfootage" and args.backend not in ("auto", "onnxruntime"):
         raise ConfigError(f"the realfootage model runs on ONNX Runtime (CPU, or CUDA with onnxruntime-gpu), not "
                           f"{args.backend}; use --backend auto, or --checkpoint for an InstanceHMR model")
+    cores = usable_cores()
     checks = [(args.threshold is None or 0.0 <= args.threshold <= 1.0,
                f"--threshold must be in [0, 1], got {args.threshold}"),
               (1 <= detect_every <= 1000, f"--detect-every must be in 1..1000, got {detect_every}"),
@@ -145,12 +205,21 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
               (1 <= args.max_people <= 64, f"--max-people must be in 1..64, got {args.max_people}"),
               (args.max_frames >= 0, f"--max-frames must be >= 0, got {args.max_frames}"),
               (args.live_faces >= 100, f"--live-faces must be >= 100, got {args.live_faces}"),
-              (args.threads >= 1, f"--threads must be >= 1, got {args.threads}")]
+              (1 <= args.threads <= cores,
+               f"--threads must be in 1..{cores} (the CPU cores this process may use), got {args.threads}")]
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    vmc = None if args.vmc is None else parse_target(args.vmc)
+    if args.vmc_track is not None and (vmc is None or args.vmc_track < 0):
+        raise ConfigError("--vmc-track needs --vmc" if vmc is None else
+                          f"--vmc-track must be a track id >= 0, got {args.vmc_track}")
     if args.save_verts and args.save_npz is None:
         raise ConfigError("--save-verts needs --save-npz DIR")
+    if args.npz_format != "flat" and args.save_npz is None:
+        raise ConfigError("--npz-format needs --save-npz DIR")
+    if args.mesh_space != "world" and args.export_mesh is None:
+        raise ConfigError("--mesh-space needs --export-mesh DIR")
     if args.body_model == "smpl" and args.smpl_dir is None:
         raise ConfigError("--body-model smpl needs --smpl-dir (folder with SMPL_NEUTRAL.pkl or .npz; SMPL files are "
                           "a licensed download from smpl.is.tue.mpg.de)")
@@ -171,4 +240,6 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
                   headless=args.headless, smooth=args.smooth, smooth_strength=args.smooth_strength,
                   opacity=args.opacity, show_mesh=args.show_mesh, show_skeleton=args.skeleton,
                   show_centers=args.centers, show_3d=args.show_3d, max_frames=args.max_frames,
-                  live_faces=args.live_faces, threads=args.threads, debug=args.debug)
+                  live_faces=args.live_faces, threads=args.threads, debug=args.debug, vmc=vmc,
+                  vmc_track=args.vmc_track, npz_format=args.npz_format, mesh_space=args.mesh_space,
+                  out_dir=args.out_dir, export_anim=args.export_anim)

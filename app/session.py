@@ -12,14 +12,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from engine.errors import CaptureError, ModelFileError
+from engine.errors import CaptureError, ConfigError, ModelFileError, OutputError
 
-from .capture import FrameSource, ImageListSource, ReconnectingSource, open_source
-from .config import DEMO_DIR, REALFOOTAGE_DIR, AppCfg
+from .capture import FrameSource, ImageListSource, ReconnectingSource, open_source, set_native_logging
+from .config import DEFAULT_DETECT_EVERY, DEFAULT_LANDMARKS, DEMO_DIR, REALFOOTAGE_DIR, AppCfg
 from .export_mesh import MeshExporter
-from .outputs import NpzSink, check_output_dir
+from .motion import AnimSink
+from .outputs import NpzSink, check_output_dir, input_files, refuse_input_overwrite
+from .paths import shown
 from .pipeline import LiveSettings, Pipeline, PipelineCfg, RecordRequest, Sink
 from .recording import check_record_path
+from .vmc import VmcSink, VmcSkeleton, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ def _demo_hint() -> str:
 
 def open_input(cfg: AppCfg) -> FrameSource:
     """The source named by the config; with neither --camera nor --input, camera 0 or a helpful error."""
+    set_native_logging(cfg.debug)  # before the first VideoCapture: FFmpeg reads its log level once
     if cfg.input is not None:
         return open_source(cfg.input)
     index = cfg.camera if cfg.camera is not None else 0
@@ -45,12 +49,21 @@ def open_input(cfg: AppCfg) -> FrameSource:
 
 
 def check_outputs(cfg: AppCfg) -> None:
+    inputs = input_files(cfg.input)
     if cfg.record is not None:
+        refuse_input_overwrite(cfg.record, inputs, "--record")
         check_record_path(cfg.record)
+    if cfg.save_npz is not None:  # an input file named like a result (<stem>.npz) in the --save-npz folder
+        for f in inputs:
+            refuse_input_overwrite(cfg.save_npz / f"{f.stem}.npz", [f], "--save-npz")
     if cfg.save_npz is not None:
         check_output_dir(cfg.save_npz, "--save-npz")
     if cfg.export_mesh is not None:
         check_output_dir(cfg.export_mesh, "--export-mesh")
+    if cfg.export_anim is not None:
+        check_output_dir(cfg.export_anim, "--export-anim")
+    if cfg.vmc is not None:
+        resolve_target(cfg.vmc)
 
 
 def open_model(cfg: AppCfg):
@@ -68,13 +81,22 @@ def open_model(cfg: AppCfg):
         model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=cfg.landmarks, threads=cfg.threads,
                                  detect_every=cfg.detect_every)
     else:
-        from engine.frame_models import open_instancehmr
+        from engine.checkpoint import checkpoint_system
+        from engine.frame_models import open_instancehmr, open_poseguided
 
         if cfg.checkpoint is None or not cfg.checkpoint.is_file():
-            raise ModelFileError(f"checkpoint not found: {cfg.checkpoint}; pass --checkpoint with an InstanceHMR "
-                                 "weights file")
-        model = open_instancehmr(cfg.checkpoint, cfg.backend, threads=cfg.threads,
-                                 synthetic_demo=cfg.model == "demo")
+            raise ModelFileError(f"checkpoint not found: {cfg.checkpoint}; pass --checkpoint with an InstanceHMR, "
+                                 "3DCrowdNet or JOTR weights file")
+        system = checkpoint_system(cfg.checkpoint)
+        if system == "instancehmr":
+            if cfg.landmarks != DEFAULT_LANDMARKS or cfg.detect_every != DEFAULT_DETECT_EVERY:
+                raise ConfigError(f"{cfg.checkpoint.name} is an InstanceHMR checkpoint (bottom-up, no 2D poses): "
+                                  "--landmarks and --detect-every do not apply")
+            model = open_instancehmr(cfg.checkpoint, cfg.backend, threads=cfg.threads,
+                                     synthetic_demo=cfg.model == "demo")
+        else:  # 3DCrowdNet / JOTR: guided by the real-footage tracker's 2D poses
+            model = open_poseguided(cfg.checkpoint, system, REALFOOTAGE_DIR, body, backend=cfg.backend,
+                                    landmarks=cfg.landmarks, threads=cfg.threads, detect_every=cfg.detect_every)
     log.info("model ready in %.1f s: %s, body %s", time.perf_counter() - t, model.info.title, type(body).__name__)
     return model, body
 
@@ -108,6 +130,8 @@ class Session:
     settings: LiveSettings
     npz: NpzSink | None = None
     meshes: MeshExporter | None = None
+    vmc: VmcSink | None = None
+    anim: AnimSink | None = None
     record_request: RecordRequest | None = None
     finished_outputs: list[str] = field(default_factory=list)
 
@@ -116,23 +140,39 @@ class Session:
         return not self.source.live
 
     def finish(self, timeout: float = 5.0) -> list[str]:
-        """Stop the pipeline and finalise every output; returns one line per output written."""
+        """Stop the pipeline and finalise every output (each on its own: one that fails does not stop the others);
+        returns one line per output. :meth:`output_error` then tells whether any of them lost something."""
         self.pipeline.stop(timeout)
         notes = []
         if self.pipeline.record_note:
             notes.append(self.pipeline.record_note)
         if self.npz is not None:
-            try:
-                written = self.npz.close()
-            finally:
-                if self.npz.per_frame:
-                    notes.append(f"npz: {len(self.npz.written)} files in {self.npz.out_dir}")
-            if not self.npz.per_frame and written:
-                notes.append(f"npz: {written[-1]} ({self.npz.frames} frames, {self.npz.rows} people-rows)")
+            written = self.npz.close()
+            if self.npz.per_frame:
+                notes.append(f"npz: {len(self.npz.written)} files in {shown(self.npz.out_dir)}")
+            elif written:
+                notes.append(f"npz: {shown(written[-1])} ({self.npz.frames} frames, {self.npz.rows} people-rows)")
         if self.meshes is not None:
-            notes.append(f"meshes: {self.meshes.files_written} {self.meshes.fmt} files in {self.meshes.out_dir}")
+            notes.append(f"meshes: {self.meshes.files_written} {self.meshes.fmt} files in "
+                         f"{shown(self.meshes.out_dir)}")
+        if self.vmc is not None:
+            notes.append(self.vmc.close())
+        if self.anim is not None:  # last: for a long clip the writing takes a while (it logs its progress)
+            self.anim.close()
+            notes.append(self.anim.note())
         self.finished_outputs = notes
         return notes
+
+    def output_error(self) -> OutputError | None:
+        """One error for every output that lost what was asked of it (disk full, write failure), else None.
+
+        Why a single error: the CLI prints one ``error:`` line and exits with :class:`OutputError`'s code, so a run
+        that kept only part of its results never looks like a success (exit 0)."""
+        lost = [str(e) for e in self.pipeline.record_errors]
+        lost += [str(s.error) for s in (self.npz, self.meshes, self.anim) if s is not None and s.error is not None]
+        if not lost:
+            return None
+        return OutputError("; ".join(lost) + "; free some space (or write the outputs elsewhere) and run again")
 
     def source_error(self) -> CaptureError | None:
         src = self.source
@@ -152,14 +192,16 @@ def build_session(cfg: AppCfg, render: bool, on_output=None, on_end=None) -> Ses
         source.release()
         raise
     is_file = not source.live
-    every_frame = is_file and (cfg.headless or cfg.record is not None or cfg.save_npz is not None
-                               or cfg.export_mesh is not None)
+    # a file loses no frame, in the window too: played at its rate, reading waits for a slow model (the video
+    # plays slower) instead of dropping frames; only cameras and live streams keep the newest frame
+    every_frame = is_file
     threshold = model.info.default_threshold if cfg.threshold is None else cfg.threshold
     settings = LiveSettings(threshold=threshold, max_people=cfg.max_people, smooth=cfg.smooth,
                             smooth_strength=cfg.smooth_strength, show_mesh=cfg.show_mesh,
                             show_skeleton=cfg.show_skeleton, show_centers=cfg.show_centers, opacity=cfg.opacity)
     images = isinstance(source, ImageListSource)
-    pcfg = PipelineCfg(live=not every_frame, pace=is_file and not cfg.headless and not images,
+    # a live link plays a file at its frame rate even headless: the receiver animates in real time
+    pcfg = PipelineCfg(live=not every_frame, pace=is_file and not images and (not cfg.headless or cfg.vmc is not None),
                        render=render or cfg.record is not None, max_frames=cfg.max_frames,
                        live_faces=live_faces(body, cfg.live_faces), coarse_faces=coarse_faces(body, cfg.live_faces),
                        temporal=not images)
@@ -168,13 +210,21 @@ def build_session(cfg: AppCfg, render: bool, on_output=None, on_end=None) -> Ses
     stem = source.name
     if cfg.save_npz is not None:
         npz = NpzSink(cfg.save_npz, per_frame=isinstance(source, ImageListSource), stem=stem,
-                      save_verts=cfg.save_verts)
+                      save_verts=cfg.save_verts, fmt=cfg.npz_format)
         sinks.append(npz)
     if cfg.export_mesh is not None:
-        meshes = MeshExporter(cfg.export_mesh, cfg.mesh_format)
+        meshes = MeshExporter(cfg.export_mesh, cfg.mesh_format, cfg.mesh_space)
         sinks.append(meshes)
+    vmc = None
+    if cfg.vmc is not None:
+        vmc = VmcSink(cfg.vmc, VmcSkeleton.from_body(body), cfg.vmc_track)
+        sinks.append(vmc)
+    anim = None
+    if cfg.export_anim is not None:
+        anim = AnimSink(cfg.export_anim, stem, source.fps, body, per_image=images)
+        sinks.append(anim)
     record = None
     if cfg.record is not None:
         record = RecordRequest(cfg.record, source.fps, block=every_frame, timed=source.live)
     pipe = Pipeline(source, model, body, settings, pcfg, sinks, record, on_output=on_output, on_end=on_end)
-    return Session(cfg, source, pipe, settings, npz, meshes, record)
+    return Session(cfg, source, pipe, settings, npz, meshes, vmc=vmc, anim=anim, record_request=record)

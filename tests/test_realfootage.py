@@ -217,7 +217,8 @@ def test_smpl_body_gets_betas_and_meshes(tmp_path, one_torch_thread):
 
 
 def test_model_selection_options():
-    """No --checkpoint: the real-footage model; a checkpoint: InstanceHMR; the demo by name; contradictions refused."""
+    """No --checkpoint: the real-footage model; a checkpoint: its system (told from the file when it is opened); the
+    demo by name; contradictions refused (tracker options with an InstanceHMR file: see test_poseguided_app)."""
     from app.config import DEMO_CHECKPOINT, build_cfg, build_parser
     from engine.errors import ConfigError
 
@@ -227,9 +228,10 @@ def test_model_selection_options():
     assert cfg().model == "realfootage" and cfg().checkpoint is None and cfg().landmarks == "full"
     assert cfg("--landmarks", "lite").landmarks == "lite"
     assert cfg("--checkpoint", "w.pkl").model == "instancehmr"
+    assert cfg("--checkpoint", "w.pkl", "--landmarks", "lite").landmarks == "lite"  # 3DCrowdNet/JOTR use it
     demo = cfg("--model", "demo")
     assert demo.model == "demo" and demo.checkpoint == DEMO_CHECKPOINT
     for bad in (["--model", "demo", "--checkpoint", "w.pkl"], ["--backend", "torch"],
-                ["--checkpoint", "w.pkl", "--landmarks", "lite"], ["--detect-every", "0"]):
+                ["--model", "demo", "--landmarks", "lite"], ["--detect-every", "0"]):
         with pytest.raises(ConfigError):
             cfg(*bad)
