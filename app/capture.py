@@ -27,7 +27,6 @@ decode, with a pixel cap) and videos through :class:`app.paths.Cv2Path` (see the
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
 import time
@@ -43,6 +42,7 @@ import numpy as np
 from engine.errors import CaptureError
 
 from .paths import Cv2Path, check_pixels, cv2_safe, native_stderr_muted, read_image, set_native_logging, shown
+from .stages import Handoff, Stage
 
 log = logging.getLogger(__name__)
 
@@ -397,11 +397,10 @@ class ReconnectingSource(FrameSource):
             self.inner = None
 
 
-_END = object()
-
 
 class CaptureThread:
-    """Reads a :class:`FrameSource` on a named daemon thread.
+    """Reads a :class:`FrameSource` on a named :class:`~app.stages.Stage`, handing frames on through a
+    :class:`~app.stages.Handoff` (latest-wins for live sources, lossless for files).
 
     Args:
         source: what to read.
@@ -421,16 +420,12 @@ class CaptureThread:
         self.mode = mode
         self.pace = pace
         self.max_frames = max_frames
-        self.dropped = 0
         self.frames_read = 0
-        self.error: BaseException | None = None
-        self._q: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._slot: Frame | object | None = None
-        self._slot_cv = threading.Condition()
-        self._stop = threading.Event()
+        self._out: Handoff[Frame] = Handoff(1, "latest") if mode == "latest" else Handoff(queue_size, "lossless")
         self._paused = threading.Event()
         self._step = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"capture-{source.name}", daemon=True)
+        self._stage = Stage(f"capture-{source.name}", self._run, on_exit=self._finish)
+        self._stop = self._stage.stop_event
         self._t0 = 0.0
         self._reading_since: float | None = None
         self._seek_to: int | None = None
@@ -439,12 +434,22 @@ class CaptureThread:
 
     def start(self) -> CaptureThread:
         self._t0 = time.perf_counter()
-        self._thread.start()
+        self._stage.start()
         return self
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._stage.is_alive()
+
+    @property
+    def dropped(self) -> int:
+        """Frames replaced by a newer one before anyone read them (``latest`` mode; always 0 in ``queue`` mode)."""
+        return self._out.dropped
+
+    @property
+    def error(self) -> BaseException | None:
+        """What ended the stream early (a source that failed while reading); re-raised by the reader's owner."""
+        return self._stage.error
 
     @property
     def stalled_s(self) -> float:
@@ -462,63 +467,46 @@ class CaptureThread:
         """Pause reading (a paused file does not advance; a paused camera is simply not read)."""
         (self._paused.set if paused else self._paused.clear)()
 
-    def _put(self, item: Frame | object) -> bool:
-        if self.mode == "latest":
-            with self._slot_cv:
-                if isinstance(self._slot, Frame):
-                    self.dropped += 1
-                if self._slot is not _END:
-                    self._slot = item
-                self._slot_cv.notify_all()
-            return True
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=THREAD_TIMEOUT)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def _run(self) -> None:
         src = self.source
         index = 0
         due: float | None = None  # when the next frame of a paced file is due; None = read now
+        while not self._stop.is_set():
+            if self._paused.is_set() and not self._step.is_set():
+                due = None  # resume from "now", not from where the clock would be without the pause
+                self._stop.wait(0.02)
+                continue
+            self._step.clear()
+            if self._seek_to is not None:
+                index, due = self._apply_seek(index), None
+            if self.max_frames and index >= self.max_frames:
+                break
+            t = time.perf_counter()
+            self._reading_since = t
+            try:
+                img = src.read()
+            finally:
+                self._reading_since = None
+            dt = (time.perf_counter() - t) * 1e3
+            if img is None:
+                break
+            now = time.perf_counter()
+            t_media = (now - self._t0) if src.live else index / src.fps
+            frame = Frame(index, img, now, t_media, dt, src.frame_name or src.name)
+            if not self._out.put(frame, until=self._stop.is_set):
+                break
+            index += 1
+            self.frames_read = index
+            if self.pace and not src.live and not self._paused.is_set():
+                due = self._pace(due, 1.0 / src.fps)
+
+    def _finish(self) -> None:
+        """Capture thread, on every exit (end, stop, failure): release the source, then mark the end of stream."""
+        self._reading_since = None
         try:
-            while not self._stop.is_set():
-                if self._paused.is_set() and not self._step.is_set():
-                    due = None  # resume from "now", not from where the clock would be without the pause
-                    self._stop.wait(0.02)
-                    continue
-                self._step.clear()
-                if self._seek_to is not None:
-                    index, due = self._apply_seek(index), None
-                if self.max_frames and index >= self.max_frames:
-                    break
-                t = time.perf_counter()
-                self._reading_since = t
-                try:
-                    img = src.read()
-                finally:
-                    self._reading_since = None
-                dt = (time.perf_counter() - t) * 1e3
-                if img is None:
-                    break
-                now = time.perf_counter()
-                t_media = (now - self._t0) if src.live else index / src.fps
-                frame = Frame(index, img, now, t_media, dt, src.frame_name or src.name)
-                if not self._put(frame):
-                    break
-                index += 1
-                self.frames_read = index
-                if self.pace and not src.live and not self._paused.is_set():
-                    due = self._pace(due, 1.0 / src.fps)
-        except BaseException as e:
-            log.debug("capture failed", exc_info=True)
-            self.error = e
+            self.source.release()
         finally:
-            self._reading_since = None
-            src.release()
-            self._put(_END)
+            self._out.close()
 
     def _pace(self, due: float | None, interval: float) -> float:
         """Wait until the next frame is due; returns the new due time. Behind by more than a frame (a slow
@@ -553,47 +541,16 @@ class CaptureThread:
         return target
 
     def _drop_read(self) -> None:
-        """Drop the frames read but not taken yet (never the end marker)."""
-        if self.mode == "latest":
-            with self._slot_cv:
-                if isinstance(self._slot, Frame):
-                    self._slot = None
-        else:
-            while True:
-                try:
-                    item = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _END:  # the thread has ended: the marker stays for the reader
-                    self._q.put_nowait(item)
-                    break
+        """Drop the frames read but not taken yet (the end of stream, if reached, stays)."""
+        self._out.drain()
 
     def read(self, timeout: float = THREAD_TIMEOUT) -> Frame | None:
         """Next frame; ``None`` at the end of the stream. Raises ``TimeoutError`` if nothing arrives in time."""
-        if self.mode == "latest":
-            with self._slot_cv:
-                if self._slot is None and not self._slot_cv.wait_for(lambda: self._slot is not None, timeout):
-                    raise TimeoutError("no frame")
-                item = self._slot
-                if item is not _END:
-                    self._slot = None
-        else:
-            try:
-                item = self._q.get(timeout=timeout)
-            except queue.Empty as e:
-                raise TimeoutError("no frame") from e
-        return None if item is _END else item  # type: ignore[return-value]
+        return self._out.get(timeout)
 
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
         if isinstance(self.source, ReconnectingSource):
             self.source.cancel()
-        # drain so that a producer blocked on put can see the stop flag and exit
-        while True:
-            try:
-                self._q.get_nowait()
-            except queue.Empty:
-                break
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning("capture thread did not exit within %.1f s", timeout)
+        self._out.drain()  # frames nobody will read; a producer waiting for room sees the stop flag at once
+        self._stage.join(timeout)

@@ -1,4 +1,4 @@
-"""capture -> model -> render, each stage on its own named thread, joined by bounded queues.
+"""capture -> model -> render, each stage a named :class:`~app.stages.Stage`, joined by bounded hand-offs.
 
 * capture (:class:`~app.capture.CaptureThread`): newest-frame slot for live sources, blocking queue for files.
 * model: the people model (frame in, people out: InstanceHMR or the real-footage default), tracking and One-Euro
@@ -6,17 +6,17 @@
 * render: body model (meshes), overlay annotators, then the sinks (recorder, npz, mesh export) and the consumer
   callback (the Qt bridge or the headless progress bar).
 
-In live mode the model->render queue drops the OLDEST item when full (counted), so a slow renderer never makes the
-picture lag; in file mode every queue blocks, so nothing is lost. Every blocking call has a timeout and ``stop()``
-joins every thread. The body model runs on the render thread so that the model thread, the usual bottleneck, only
-does what must happen before the next inference. A worker exception stops the pipeline and is kept in ``error``
-for the caller to report after the outputs have been finalised.
+The model stage hands the render stage a typed :class:`~app.types.PeoplePacket` per frame. In live mode that
+hand-off is latest-wins (the OLDEST packet is dropped when full, counted in the stats), so a slow renderer never
+makes the picture lag; in file mode every hand-off is lossless, so nothing is lost. Every blocking call has a
+timeout and ``stop()`` joins every thread. The body model runs on the render thread so that the model thread, the
+usual bottleneck, only does what must happen before the next inference. A stage's exception stops the pipeline and
+is kept in ``error`` for the caller to report after the outputs have been finalised.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -33,14 +33,14 @@ from .recording import VideoRecorder
 from .render import CenterAnnotator, MeshAnnotator, Scene, SkeletonAnnotator, render_overlay
 from .render.projection import person_boxes
 from .smoothing import PeopleSmoother
+from .stages import Handoff, Stage
 from .stats import Stats, StatsSnapshot
 from .tracking import Tracker
-from .types import FrameOutput, LiveSettings, PipelineCfg, RecordRequest
+from .types import FrameOutput, LiveSettings, PeoplePacket, PipelineCfg, RecordRequest
 
 log = logging.getLogger(__name__)
-_END = object()
 
-__all__ = ["FrameOutput", "LiveSettings", "Pipeline", "PipelineCfg", "RecordRequest", "Sink"]
+__all__ = ["FrameOutput", "LiveSettings", "PeoplePacket", "Pipeline", "PipelineCfg", "RecordRequest", "Sink"]
 
 
 class Sink(Protocol):
@@ -90,17 +90,20 @@ class Pipeline:
         self._tokens = {"model": 0, "render": 0}
         self._last: FrameOutput | None = None
         self._stop = threading.Event()
-        self._q: queue.Queue = queue.Queue(maxsize=2 if cfg.live else cfg.queue_size)
+        self._q: Handoff[PeoplePacket] = (Handoff(2, "latest", on_drop=self._count_render_drop) if cfg.live
+                                          else Handoff(cfg.queue_size, "lossless"))
         self.capture = CaptureThread(source, mode="latest" if cfg.live else "queue", pace=cfg.pace,
                                      max_frames=cfg.max_frames)
-        self._threads = [threading.Thread(target=self._guard(self._model_loop), name="model", daemon=True),
-                         threading.Thread(target=self._guard(self._render_loop), name="render", daemon=True)]
+        # model and render share one stop flag: a failure in either stops both
+        self._stages = [Stage("model", self._model_loop, self._stop, on_error=self._fail, on_exit=self._q.close),
+                        Stage("render", self._render_loop, self._stop, on_error=self._fail,
+                              on_exit=self._render_exit)]
 
     # ------------------------------------------------------------------ control
     def start(self) -> Pipeline:
         self.capture.start()
-        for t in self._threads:
-            t.start()
+        for stage in self._stages:
+            stage.start()
         return self
 
     def set_paused(self, paused: bool) -> None:
@@ -115,7 +118,7 @@ class Pipeline:
         """While paused: show exactly one more frame (the next queued one, else a newly captured one)."""
         with self._gate:
             self._tokens["render"] += 1
-            if self._q.qsize() < self._tokens["render"]:
+            if len(self._q) < self._tokens["render"]:
                 self._tokens["model"] += 1
                 self.capture.step()
 
@@ -199,46 +202,29 @@ class Pipeline:
         """Stop every thread (bounded), then finalise the recording and the sinks."""
         self._stop.set()
         self.capture.stop(timeout)
-        for t in self._threads:
-            t.join(timeout)
-            if t.is_alive():
-                log.warning("thread %s did not exit within %.1f s", t.name, timeout)
+        for stage in self._stages:
+            stage.join(timeout)
         self._close_recorder()
         self.finished.set()
 
     # ------------------------------------------------------------------ workers
-    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                fn()
-            except BaseException as e:
-                log.debug("%s failed", threading.current_thread().name, exc_info=True)
-                if self.error is None:
-                    self.error = e
-                self._stop.set()
-                self.finished.set()
-                if self.on_end is not None:
-                    self.on_end()
-        return run
+    def _fail(self, e: BaseException) -> None:
+        """A stage failed (on its thread): keep the first error for the caller, stop every stage, report the end."""
+        if self.error is None:
+            self.error = e
+        self._stop.set()
+        self.finished.set()
+        if self.on_end is not None:
+            self.on_end()
 
-    def _put(self, item: object) -> None:
-        if self.cfg.live:
-            while True:
-                try:
-                    self._q.put_nowait(item)
-                    return
-                except queue.Full:
-                    try:
-                        self._q.get_nowait()
-                        self.stats.dropped_render += 1
-                    except queue.Empty:
-                        pass
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+    def _render_exit(self) -> None:
+        """The render stage is the last one: its exit is the pipeline's end (a failure reported it already)."""
+        self.finished.set()
+        if self.on_end is not None and self.error is None:
+            self.on_end()
+
+    def _count_render_drop(self) -> None:
+        self.stats.dropped_render += 1
 
     def _model_loop(self) -> None:
         st = self.settings
@@ -275,38 +261,38 @@ class Pipeline:
                 people = self.smoother.apply(people, frame.t_media)
             t4 = time.perf_counter()
             timings = {"capture": frame.capture_ms, **result.timings_ms, "track": (t4 - t3) * 1e3}
-            self._put((frame, people, box, timings))
-        self._put(_END)
+            if not self._q.put(PeoplePacket(frame, people, box, timings), until=self._stop.is_set):
+                break  # stopping (file mode); latest-wins never refuses
+        # on exit the stage closes the hand-off: the render stage drains it, then ends
 
     def _render_loop(self) -> None:
+        while not self._stop.is_set():
+            self._apply_record_request(None)
+            try:
+                packet = self._next_packet()
+            except TimeoutError:  # nothing to show now: the time to redraw with changed settings
+                if self._rerender.is_set() and self._last is not None:
+                    self._rerender.clear()
+                    self._redraw(self._last)
+                continue
+            if packet is None:  # the model stage has ended and everything it handed on is shown
+                break
+            if not self._after_seek(packet.frame, "render"):
+                continue
+            self._process(packet.frame, packet.people, packet.box, packet.timings_ms)
+
+    def _next_packet(self) -> PeoplePacket | None:
+        """The next packet to render (None at the end); TimeoutError when paused without a step, or none came."""
+        if not self._may_run("render"):
+            self._stop.wait(0.01)
+            raise TimeoutError("paused")
         try:
-            while not self._stop.is_set():
-                self._apply_record_request(None)
-                if not self._may_run("render"):
-                    item = None
-                    self._stop.wait(0.01)
-                else:
-                    try:
-                        item = self._q.get(timeout=0.05)
-                    except queue.Empty:
-                        item = None
-                        with self._gate:  # nothing came: give the step token back
-                            if self._paused:
-                                self._tokens["render"] += 1
-                if item is None:
-                    if self._rerender.is_set() and self._last is not None:
-                        self._rerender.clear()
-                        self._redraw(self._last)
-                    continue
-                if item is _END:
-                    break
-                if not self._after_seek(item[0], "render"):
-                    continue
-                self._process(*item)
-        finally:
-            self.finished.set()
-            if self.on_end is not None and self.error is None:
-                self.on_end()
+            return self._q.get(timeout=0.05)
+        except TimeoutError:
+            with self._gate:  # nothing came: give the step token back
+                if self._paused:
+                    self._tokens["render"] += 1
+            raise
 
     def _annotators(self) -> list:
         st = self.settings

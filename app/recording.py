@@ -28,7 +28,6 @@ import errno
 import io
 import logging
 import os
-import queue
 import shutil
 import struct
 import threading
@@ -44,6 +43,7 @@ import numpy as np
 from engine.errors import OutputError
 
 from .paths import shown
+from .stages import Handoff, Stage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,14 @@ CONTAINERS = {
 }
 FRAGMENT_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
 X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}
-_STOP = object()
+
+
+@dataclass(frozen=True)
+class RecordFrame:
+    """One frame handed to the writer stage: the BGR image and its capture time (``None``: not timed)."""
+
+    image: np.ndarray
+    t: float | None = None
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -221,13 +228,14 @@ def _rate(fps: float) -> Fraction:
 
 
 class VideoRecorder:
-    """Writes BGR frames to a video file on a named writer thread.
+    """Writes BGR frames to a video file on a named writer :class:`~app.stages.Stage` ("recorder").
 
     Args:
         path: output file (.mp4/.m4v/.mov/.mkv/.avi).
         fps: frame rate written into the file (the source rate).
         size: (width, height) of every frame; odd sizes are padded by one pixel (H.264 in 4:2:0 needs even ones).
-        block: wait for queue space (files/headless: no frame lost) instead of dropping (live: never stall).
+        block: wait for queue space (files/headless: no frame lost) instead of dropping the new frame, counted in
+            ``frames_dropped`` (live: never stall).
         timed: live mode: place frames by their capture time, repeating/skipping to keep real-time duration.
         min_free_bytes: stop cleanly when the disk has less than this free (at most 5% of the filesystem, so small
             volumes are still usable), leaving room for the other outputs and the rest of the system.
@@ -282,42 +290,34 @@ class VideoRecorder:
                               f"{self.codec} into {shown(self.path)}: {e}") from e
         self.frames_written = 0
         self.frames_kept: int | None = None  # set when a failure cut the file back
-        self.frames_dropped = 0
         self.encode_ms = 0.0  # last frame
         self.stopped_reason = ""
         self.error: OutputError | None = None  # set when frames that were asked for did not make it into the file
         self._cause = ""
         self._av = av
         self._t0: float | None = None
-        self._q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._q: Handoff[RecordFrame] = Handoff(queue_size, "lossless")
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self._thread.start()
+        self._stage = Stage("recorder", self._run, on_exit=self._finish).start()
         log.info("recording to %s (%s, %.2f fps, %dx%d)", shown(self.path), self.codec, self.fps, *self.size)
 
     @property
     def active(self) -> bool:
         return not self._closed.is_set() and not self.stopped_reason
 
+    @property
+    def frames_dropped(self) -> int:
+        """Frames refused because the writer was behind (``block=False`` only)."""
+        return self._q.dropped
+
     def write(self, frame: np.ndarray, t: float | None = None) -> bool:
         """Queue a frame (``t``: capture time, used when ``timed``). Returns False if it was not accepted."""
         if not self.active:
             return False
-        item = (frame, t)
+        item = RecordFrame(frame, t)
         if self.block:
-            while self.active:
-                try:
-                    self._q.put(item, timeout=0.5)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-        try:
-            self._q.put_nowait(item)
-            return True
-        except queue.Full:
-            self.frames_dropped += 1
-            return False
+            return self._q.put(item, until=lambda: not self.active)
+        return self._q.offer(item)
 
     def _stop(self, cause: str) -> None:
         """Stop writing; ``cause`` ("disk full", ...) opens the message that :meth:`_report` completes at the end."""
@@ -368,20 +368,19 @@ class VideoRecorder:
         self.frames_written += 1
 
     def _run(self) -> None:
+        """Writer stage: encode until the hand-off is closed and drained (``_finish`` runs on exit)."""
         last: np.ndarray | None = None
         try:
             while True:
                 try:
                     item = self._q.get(timeout=0.5)
-                except queue.Empty:
-                    if self._closed.is_set():
-                        break
+                except TimeoutError:
                     continue
-                if item is _STOP:
+                if item is None:  # closed and drained
                     break
                 if self.stopped_reason:
                     continue  # drain without writing
-                frame, t = item
+                frame, t = item.image, item.t
                 t0 = time.perf_counter()
                 if self.frames_written % 30 == 0 and not self._check_disk():
                     continue
@@ -401,8 +400,6 @@ class VideoRecorder:
             self._stop(_cause_of(e))
         except Exception as e:
             self._stop(f"encoder error: {e}")
-        finally:
-            self._finish()
 
     def _finish(self) -> None:
         """Flush the encoder and write the last fragment; after a failure, cut the file back to its whole part."""
@@ -445,17 +442,8 @@ class VideoRecorder:
         """Flush queued frames, finalise the file and return its path. Safe to call more than once."""
         if not self._closed.is_set():
             self._closed.set()
-            deadline = time.monotonic() + timeout
-            while self._thread.is_alive():  # a writer that stopped on an error no longer drains the queue
-                try:
-                    self._q.put(_STOP, timeout=0.1)
-                    break
-                except queue.Full:
-                    if time.monotonic() > deadline:
-                        log.warning("recorder queue still full at close; finalising without the last frames")
-                        break
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-            if self._thread.is_alive():
+            self._q.close()  # the writer drains what is queued, then finalises
+            if not self._stage.join(timeout, warn=False):
                 log.warning("recorder did not finish within %.0f s; %s may be incomplete", timeout, shown(self.path))
             log.info("recording finished: %s (%d frames)", shown(self.path),
                      self.frames_written if self.frames_kept is None else self.frames_kept)

@@ -65,6 +65,17 @@ class FrameOutput:
 
 
 @dataclass
+class PeoplePacket:
+    """What the model stage hands the render stage for one frame: the frame, its tracked (and smoothed) people,
+    the letterbox they were found in, and the stage timings so far (the render stage adds its own)."""
+
+    frame: Frame
+    people: People
+    box: Letterbox
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class RecordRequest:
     path: Path
     fps: float

@@ -97,14 +97,14 @@ def main() -> int:
 
     import torch
 
-    from app.devtools import make_scene_checkpoint
     from engine.body import create_body_model
     from engine.frame_models.bottomup import BottomUpModel
     from engine.runtime.auto import open_backend
+    from testing.scene import make_scene_checkpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     ckpt = args.checkpoint or (DEMO_CHECKPOINT if DEMO_CHECKPOINT.exists() else None)
-    model_note = str(ckpt) if ckpt else "synthetic scene model (app.devtools; bundled demo model not present)"
+    model_note = str(ckpt) if ckpt else "synthetic scene model (testing.scene; bundled demo model not present)"
     ckpt = ckpt or make_scene_checkpoint(tmp / "scene.pt")
     torch.set_num_threads(1)
     backend = open_backend(ckpt, args.backend, threads=args.threads)

@@ -15,7 +15,6 @@ import torch
 
 from app.capture import FrameSource, ReconnectingSource
 from app.config import build_cfg, build_parser
-from app.devtools import make_scene_checkpoint, write_synthetic_video
 from app.pipeline import LiveSettings, Pipeline, PipelineCfg
 from app.session import build_session, live_faces
 from engine.body import create_body_model
@@ -23,6 +22,7 @@ from engine.checkpoint import load_network
 from engine.errors import CaptureError
 from engine.frame_models.bottomup import BottomUpModel
 from engine.runtime.torch_backend import TorchBackend
+from testing.scene import make_scene_checkpoint, write_synthetic_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -67,7 +67,7 @@ def test_live_mode_drops_stale_frames_and_stops_cleanly(engine_parts):
     t = time.perf_counter()
     pipe.stop(timeout=5)
     assert time.perf_counter() - t < 5
-    assert not pipe.capture.alive and all(not th.is_alive() for th in pipe._threads)
+    assert not pipe.capture.alive and all(not st.is_alive() for st in pipe._stages)
     snap = pipe.snapshot()
     assert got == sorted(got) and len(got) >= 5
     assert snap.dropped_capture + snap.dropped_render > 0  # the camera (100 fps) outran the consumer

@@ -83,18 +83,3 @@ class CenterAnnotator(Annotator):
                 cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
         return frame
 
-
-class TextAnnotator(Annotator):
-    """A few lines of text in a corner (burned-in HUD for recordings and headless previews)."""
-
-    def __init__(self, lines_fn, origin: tuple[int, int] = (8, 20)) -> None:
-        self.lines_fn = lines_fn
-        self.origin = origin
-
-    def annotate(self, frame: np.ndarray, scene: Scene) -> np.ndarray:
-        x, y = self.origin
-        for line in self.lines_fn():
-            cv2.putText(frame, line, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(frame, line, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-            y += 18
-        return frame

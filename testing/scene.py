@@ -69,7 +69,7 @@ def write_synthetic_video(path: str | Path, frames: int = 30, fps: float = 25.0,
     import cv2
     import numpy as np
 
-    from .paths import Cv2Path
+    from app.paths import Cv2Path
 
     path = Path(path)
     w, h = size

@@ -9,9 +9,9 @@ Set-up (a separate venv, so anny never enters the app's requirements)::
 
     python3 -m venv .venv-bake
     .venv-bake/bin/pip install torch==2.13.0 anny==0.6.2 numpy
-    # engine/__init__.py imports cv2, so `python -m engine...` also needs it in this venv:
+    # engine/__init__.py imports cv2, so the bake venv also needs it:
     .venv-bake/bin/pip install opencv-python-headless==5.0.0.93
-    .venv-bake/bin/python -m engine.body.bake_anny --topology notoes_collapse10pc \\
+    .venv-bake/bin/python -m tools.bake_anny --topology notoes_collapse10pc \\
         --output assets/body/anny_notoes_collapse10pc.npz --verify
 
 Run from the repository root. ``--verify`` drives the real ``anny.Anny`` with the bone orientations that
