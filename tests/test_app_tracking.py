@@ -121,3 +121,52 @@ def test_untracked_rows_and_dropped_ids():
     assert len(sm) == 1
     sm.drop([5])
     assert len(sm) == 0
+
+
+def test_batched_smoother_equals_one_filter_set_per_track():
+    """The smoother keeps every track's state in shared arrays; it must give what independent per-track One-Euro
+    filters give, with tracks appearing, missing frames (their own time step), ending and untracked rows."""
+    from app.smoothing import DEFAULTS
+
+    rng = np.random.default_rng(7)
+    sm = PeopleSmoother(1.5)
+    ref: dict[int, dict[str, OneEuroFilter]] = {}
+    schedule = {0: [0, 1, -1], 1: [0, 1, 2], 2: [2, 0], 3: [2, 0, 1, 3], 4: [3, -1, 1], 5: [1, 3], 6: [4, 1, 3],
+                9: [2, 4, 1, 3, 5, 0]}  # 0 is back after 3 missed frames, 2 after it ended
+    for f in range(12):
+        ids = schedule.get(f, [4, 1, 3, 5, 0])
+        t = f / 30.0 if f != 8 else 7 / 30.0  # frame 8 repeats frame 7's timestamp
+        go = np.array([np.pi, 0.0, 0.0]) + rng.normal(0, 0.2, (len(ids), 3))
+        p = _people(go, ids)
+        p.body_pose[:] = rng.normal(0, 0.3, p.body_pose.shape)
+        p.betas[:] = rng.normal(0, 1, p.betas.shape)
+        p.cam[:] = rng.uniform([0.2, -0.5, -0.5], [0.4, 0.5, 0.5], p.cam.shape)
+        out = sm.apply(p, t)
+        for j, tid in enumerate(ids):
+            if tid < 0:
+                assert np.array_equal(out.body_pose[j], p.body_pose[j])
+                continue
+            filters = ref.setdefault(tid, {k: OneEuroFilter(v, 1.5) for k, v in DEFAULTS.items()})
+            want_bp = filters["body_pose"](p.body_pose[j], t).astype(np.float32)
+            want_cam = filters["cam"](p.cam[j], t).astype(np.float32)
+            want_betas = filters["betas"](p.betas[j], t).astype(np.float32)
+            mat = filters["global_orient"](Rotation.from_rotvec(go[j]).as_matrix().reshape(9), t)
+            want_go = Rotation.from_matrix(mat.reshape(3, 3))
+            np.testing.assert_allclose(out.body_pose[j], want_bp, atol=1e-6)
+            np.testing.assert_allclose(out.cam[j], want_cam, atol=1e-6)
+            np.testing.assert_allclose(out.betas[j], want_betas, atol=1e-6)
+            # compared as rotations: near pi the axis-angle of one rotation has two spellings
+            assert (want_go.inv() * Rotation.from_rotvec(out.global_orient[j])).magnitude() < 1e-5
+        if f == 4:  # track 2 ends; if it came back it would start afresh
+            sm.drop([2])
+            ref.pop(2)
+    assert len(sm) == len(ref)
+
+
+def test_smoother_survives_wild_rotations():
+    # filtering matrices of far-apart rotations can give a matrix with no nearby rotation; the frame must not fail
+    rng = np.random.default_rng(0)
+    sm = PeopleSmoother(1.5)
+    for f in range(30):
+        out = sm.apply(_people(rng.normal(0, 2.0, (4, 3)), [0, 1, 2, 3]), f / 30)
+        assert np.isfinite(out.global_orient).all()
