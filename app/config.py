@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.runtime.device import DEVICE_CHOICES_HELP, parse_device
+from engine.runtime.formats import BACKENDS  # the one table of the runtime, the exporter and the CLI
 
 from .export_mesh import FORMATS as MESH_FORMATS
 from .export_mesh import MESH_SPACES
@@ -26,7 +28,6 @@ MODELS = ("realfootage", "demo")
 DEFAULT_LANDMARKS = "full"
 DEFAULT_DETECT_EVERY = 2
 DEMO_DIR = ROOT / "assets" / "demo"
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 # OpenCV reads an index >= 100 as backend*100 + camera (200 = camera 0 through V4L2), so a few thousand is the most
 # that can mean anything; past 2**31 cv2 fails with an overload traceback
 MAX_CAMERA = 9999
@@ -68,6 +69,7 @@ class AppCfg:
     vmc_track: int | None = None
     out_dir: Path = Path()  # the window's R and S write into <out_dir>/recordings and <out_dir>/screenshots
     export_anim: Path | None = None  # BVH per track + one animated glb, written when the run ends
+    device: str = "auto"  # auto | cpu | cuda[:N]: where inference runs (engine.runtime.device)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -105,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mesh model: anny (free, bundled) or smpl (needs --smpl-dir)")
     m.add_argument("--smpl-dir", type=Path, help="folder or file with SMPL_NEUTRAL.pkl/.npz (for --body-model smpl)")
     m.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (auto picks the fastest)")
+    m.add_argument("--device", default="auto", metavar="DEVICE",
+                   help=f"inference device: {DEVICE_CHOICES_HELP} (auto: TensorRT, then ONNX Runtime CUDA, then torch "
+                        "CUDA, then the CPU; cpu never touches CUDA)")
     m.add_argument("--threads", type=int, default=1,
                    help="inference threads, at most the usable CPU cores (1 leaves a core for capture/render/encode; "
                         "default 1)")
@@ -242,4 +247,4 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
                   show_centers=args.centers, show_3d=args.show_3d, max_frames=args.max_frames,
                   live_faces=args.live_faces, threads=args.threads, debug=args.debug, vmc=vmc,
                   vmc_track=args.vmc_track, npz_format=args.npz_format, mesh_space=args.mesh_space,
-                  out_dir=args.out_dir, export_anim=args.export_anim)
+                  out_dir=args.out_dir, export_anim=args.export_anim, device=str(parse_device(args.device)))

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from engine.errors import CaptureError, ConfigError, ModelFileError, OutputError
+from export.artifacts import install_builder  # importing export registers it too (app -> export is allowed)
 
 from .capture import FrameSource, ImageListSource, ReconnectingSource, open_source, set_native_logging
 from .config import DEFAULT_DETECT_EVERY, DEFAULT_LANDMARKS, DEMO_DIR, REALFOOTAGE_DIR, AppCfg
@@ -72,6 +73,7 @@ def open_model(cfg: AppCfg):
 
     from engine.body import create_body_model
 
+    install_builder()  # a checkpoint's ONNX export / TensorRT engine is built on its first use
     torch.set_num_threads(1)  # the body model is tiny; more threads only fight the inference thread
     t = time.perf_counter()
     body = create_body_model(cfg.body_model, smpl_path=cfg.smpl_dir)
@@ -79,7 +81,7 @@ def open_model(cfg: AppCfg):
         from engine.frame_models import open_realfootage
 
         model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=cfg.landmarks, threads=cfg.threads,
-                                 detect_every=cfg.detect_every)
+                                 detect_every=cfg.detect_every, device=cfg.device)
     else:
         from engine.checkpoint import checkpoint_system
         from engine.frame_models import open_instancehmr, open_poseguided
@@ -92,13 +94,32 @@ def open_model(cfg: AppCfg):
             if cfg.landmarks != DEFAULT_LANDMARKS or cfg.detect_every != DEFAULT_DETECT_EVERY:
                 raise ConfigError(f"{cfg.checkpoint.name} is an InstanceHMR checkpoint (bottom-up, no 2D poses): "
                                   "--landmarks and --detect-every do not apply")
-            model = open_instancehmr(cfg.checkpoint, cfg.backend, threads=cfg.threads,
-                                     synthetic_demo=cfg.model == "demo")
+            model = open_instancehmr(_int8_if_passed(cfg), cfg.backend, threads=cfg.threads,
+                                     synthetic_demo=cfg.model == "demo", device=cfg.device)
         else:  # 3DCrowdNet / JOTR: guided by the real-footage tracker's 2D poses
             model = open_poseguided(cfg.checkpoint, system, REALFOOTAGE_DIR, body, backend=cfg.backend,
-                                    landmarks=cfg.landmarks, threads=cfg.threads, detect_every=cfg.detect_every)
+                                    landmarks=cfg.landmarks, threads=cfg.threads, detect_every=cfg.detect_every,
+                                    device=cfg.device)
     log.info("model ready in %.1f s: %s, body %s", time.perf_counter() - t, model.info.title, type(body).__name__)
     return model, body
+
+
+def _int8_if_passed(cfg: AppCfg):
+    """An exported InstanceHMR .onnx on the CPU runs its INT8 sibling (``python -m export onnx --int8``) when that
+    file was quantised from exactly this one and its stored people-parity report passes the rule; else the file."""
+    path = cfg.checkpoint
+    if path is None or path.suffix.lower() != ".onnx" or cfg.backend not in ("auto", "onnxruntime"):
+        return path
+    from engine.runtime.device import ort_gpu_providers, parse_device
+
+    if parse_device(cfg.device).kind == "cuda" or (cfg.device == "auto" and ort_gpu_providers()):
+        return path  # INT8 is the CPU path; GPUs run FP16
+    from export.int8 import int8_for
+
+    quantized = int8_for(path)
+    if quantized is not None:
+        log.info("INT8: running %s (people parity passed against %s)", quantized.name, path.name)
+    return quantized or path
 
 
 def live_faces(body, budget: int):

@@ -1,4 +1,6 @@
-"""``python -m export onnx|tensorrt|fp16|bench|tfjs|realfootage|quantize ...``: one command per export target.
+"""``python -m export onnx|tensorrt|fp16|tfjs|realfootage|quantize ...``: one command per export target.
+
+The per-stage benchmark that used to be ``bench`` here renders frames, so it moved to ``benchmarks/stages.py``.
 
 Every failure the user can fix is an :class:`engine.errors.AppError`, printed as one line with a distinct exit code;
 tracebacks only with ``--debug``.
@@ -20,19 +22,16 @@ log = logging.getLogger("export")
 VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 
 
-def _model_args(p: argparse.ArgumentParser, realfootage: bool = False) -> None:
+def _model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="InstanceHMR checkpoint (.pt/.pth/.pkl)")
     src.add_argument("--model", help="random-weight variant (resnet50, hrnet32, resnet18, mobilenetv3), for timing")
-    if realfootage:
-        src.add_argument("--realfootage", choices=("full", "lite"),
-                         help="the bundled real-footage model (detector + BlazePose full/lite + body fit)")
     p.add_argument("--input-size", type=int, help="override the network input size (multiple of 32)")
     p.add_argument("--seed", type=int, default=0, help="seed for --model")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export", description="Export InstanceHMR and benchmark backends. "
+    p = argparse.ArgumentParser(prog="python -m export", description="Export InstanceHMR and other models. "
                                 "Formats: " + ", ".join(f"{f.name} ({f.suffix})" for f in FORMATS.values()))
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -44,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max-batch", type=int, default=1, help="> 1: dynamic batch axis 1..N (default: fixed batch 1)")
     o.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch| / max |torch| per output")
     o.add_argument("--image", help="parity image (default: an opencv-doc sample photo)")
+    o.add_argument("--int8", action="store_true",
+                   help="also write OUTPUT_int8.onnx: static INT8 (QDQ) calibrated on real frames, FP32 heads kept, "
+                        "with a people-parity report vs FP32; the CPU runtime uses it only if the report passes")
+    o.add_argument("--calib-frames", type=int, default=32, help="--int8: vtest.avi frames for calibration (+ photos)")
+    o.add_argument("--parity-frames", type=int, default=40, help="--int8: held-out vtest.avi frames for the report")
 
     t = sub.add_parser("tensorrt", help="ONNX -> TensorRT engine (NVIDIA GPU + TensorRT only)")
     t.add_argument("--onnx", required=True)
@@ -57,27 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--opt-batch", type=int, default=1, help="optimisation-profile batch for dynamic-batch models")
     t.add_argument("--verbose", action="store_true")
 
-    f = sub.add_parser("fp16", help="FP16 ONNX with FP32 islands (TensorRT FP16 proxy) + report vs FP32 on frames")
-    f.add_argument("--onnx", required=True)
+    f = sub.add_parser("fp16", help="FP16 ONNX with FP32 islands (TensorRT FP16 proxy) + report vs FP32 on frames; "
+                       "or, with --checkpoint/--model, the torch FP16 path's people parity on --device")
+    fsrc = f.add_mutually_exclusive_group(required=True)
+    fsrc.add_argument("--onnx", help="exported FP32 ONNX to convert")
+    fsrc.add_argument("--checkpoint", help="InstanceHMR checkpoint: report torch FP16 (islands, CUDA graph) vs FP32")
+    fsrc.add_argument("--model", help="random-weight variant for the torch report (calibrated to --people)")
+    f.add_argument("--device", default="cuda", help="torch report device: cuda[:N], or cpu (CPU autocast, no graph)")
+    f.add_argument("--people", type=int, default=5, help="--model: calibrate the centre bias to ~N people")
+    f.add_argument("--input-size", type=int, help="--model: network input size")
+    f.add_argument("--seed", type=int, default=0, help="seed for --model")
     f.add_argument("--output", help="default: <onnx stem>_fp16.onnx")
     f.add_argument("--input", default=VTEST, help="video or image for the report")
     f.add_argument("--frames", type=int, default=20)
     f.add_argument("--step", type=int, default=10, help="use every N-th video frame")
     f.add_argument("--threshold", type=float, default=0.2)
-
-    b = sub.add_parser("bench", help="per-stage timings on a video")
-    _model_args(b, realfootage=True)
-    b.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="onnxruntime")
-    b.add_argument("--input", default=VTEST, help="video file")
-    b.add_argument("--frames", type=int, default=50)
-    b.add_argument("--threads", type=int, default=2, help="inference threads (ORT intra-op; torch)")
-    b.add_argument("--torch-threads", type=int, default=1,
-                   help="torch threads for the body model when inference is not torch (2 threads on a shared 2-core "
-                        "box ran the body model 50x slower than 1)")
-    b.add_argument("--people", type=int, default=5, help="--model: calibrate the centre bias to ~N people")
-    b.add_argument("--cache-dir", help="artifact cache (default: ~/.cache/instancehmr-live)")
-    b.add_argument("--no-record", action="store_true", help="skip the encode-video stage")
-    b.add_argument("--profile-ops", action="store_true", help="onnxruntime: also print ORT's per-node profile")
 
     j = sub.add_parser("tfjs", help="TF.js graph model (model.json + .bin) -> ONNX, with parity against TF.js (node)")
     j.add_argument("--model-json", required=True)
@@ -109,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_model(args: argparse.Namespace):  # -> (InstanceHMR, checkpoint sha or "")
     from engine.checkpoint import load_network
     from engine.models import build_model
+    from testing.random_models import random_model
 
     from .onnx import file_sha256
-    from .synthetic import random_model
 
     if args.model:
         overrides = {"input_size": args.input_size} if args.input_size else {}
@@ -130,8 +128,9 @@ def _cmd_onnx_poseguided(args: argparse.Namespace, system: str) -> int:
     from .onnx import file_sha256
     from .poseguided import export_poseguided, parity_poseguided
 
-    if args.input_size or args.image:
-        raise ConfigError(f"--input-size and --image apply to InstanceHMR; {system} takes 256x256 person crops")
+    if args.input_size or args.image or args.int8:
+        raise ConfigError(f"--input-size, --image and --int8 apply to InstanceHMR; {system} takes 256x256 person "
+                          "crops")
     model = load_network(args.checkpoint, system=system)
     out = export_poseguided(model, args.output, system, checkpoint_sha256=file_sha256(args.checkpoint),
                             max_batch=max(args.max_batch, 64))
@@ -174,6 +173,11 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     if not report.ok:
         raise ExportError(f"ONNX output differs from PyTorch beyond rel {args.tolerance:g}; try --exporter "
                           f"{'dynamo' if exporter == 'legacy' else 'legacy'}")
+    if args.int8:
+        from .int8 import build_int8
+
+        built = build_int8(out, calib_count=args.calib_frames, parity_count=args.parity_frames)
+        print("\n".join(built.lines()))
     return 0
 
 
@@ -187,10 +191,33 @@ def cmd_tensorrt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fp16_torch(args: argparse.Namespace) -> int:
+    from engine.runtime.device import parse_device, require_cuda_device
+
+    from .compare import load_frames
+    from .fp16 import torch_fp16_report
+
+    dev = parse_device(args.device)
+    device = "cpu" if dev.kind == "cpu" else require_cuda_device(dev)
+    model, _ = _load_model(args)
+    frames = load_frames(args.input, args.frames, args.step)
+    if args.model:
+        from testing.random_models import force_detections
+
+        force_detections(model, frames[0], args.people)
+    rel, diff = torch_fp16_report(model, frames, device, args.threshold)
+    print(f"torch FP16 ({'CUDA graph' if device != 'cpu' else 'CPU autocast, no graph'}, FP32 islands) vs FP32 on "
+          f"{device}, max rel map error: " + ", ".join(f"{k} {v:.2e}" for k, v in rel.items()))
+    print(f"decoded people vs FP32 on {args.input}: {diff.summary()}")
+    return 0
+
+
 def cmd_fp16(args: argparse.Namespace) -> int:
     from .compare import load_frames
     from .fp16 import convert_file, fp16_report
 
+    if args.onnx is None:
+        return _cmd_fp16_torch(args)
     src = Path(args.onnx)
     dst = Path(args.output) if args.output else src.with_name(src.stem + "_fp16.onnx")
     dst, meta = convert_file(src, dst)
@@ -203,42 +230,6 @@ def cmd_fp16(args: argparse.Namespace) -> int:
     print("FP16 (emulated rounding, same islands) vs FP32, max rel map error: "
           + ", ".join(f"{k} {v:.2e}" for k, v in rel.items()))
     print(f"decoded people vs FP32 on {args.input}: {diff.summary()}")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.realfootage:
-        return _bench_realfootage(args)
-    from engine.checkpoint import save_checkpoint
-    from engine.runtime.auto import cache_root, onnx_for_checkpoint, open_backend
-
-    from .bench import machine_info, profile_ops, run_bench
-    from .compare import load_frames
-    from .synthetic import force_detections
-
-    model, _ = _load_model(args)
-    if args.model:  # a random network finds nobody: shift its centre bias to ~N people on the first frame
-        n = force_detections(model, load_frames(args.input, 1)[0], args.people)
-        log.info("random %s calibrated to %d people on frame 0", args.model, n)
-    ckpt = Path(args.checkpoint) if args.checkpoint else None
-    if ckpt is None or (args.input_size and args.input_size != model.cfg.input_size):
-        tag = args.model or Path(args.checkpoint).stem
-        ckpt = save_checkpoint(model, cache_root(args.cache_dir) / "bench" /
-                               f"{tag}-{model.cfg.input_size}-seed{args.seed}-p{args.people}.pt")
-    backend = open_backend(ckpt, args.backend, args.cache_dir, threads=args.threads)
-    if backend.spec.name != "torch":
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
-    print("\n".join(machine_info(args.threads)))
-    backend.warmup(2)
-    from engine.frame_models.bottomup import BottomUpModel
-
-    print(f"model {model.cfg.name}@{model.cfg.input_size} ({'random weights' if args.model else ckpt})")
-    res = run_bench(BottomUpModel(backend, model.cfg.name), args.input, args.frames, record=not args.no_record)
-    print("\n".join(res.lines()))
-    if args.profile_ops and backend.spec.name == "onnxruntime":
-        print("\n".join(profile_ops(onnx_for_checkpoint(ckpt, args.cache_dir)[0], threads=args.threads)))
     return 0
 
 
@@ -284,24 +275,6 @@ def cmd_realfootage(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_realfootage(args: argparse.Namespace) -> int:
-    import torch
-
-    from app.config import REALFOOTAGE_DIR
-    from engine.body import create_body_model
-    from engine.frame_models import open_realfootage
-
-    from .bench import machine_info, run_bench
-
-    torch.set_num_threads(args.torch_threads)
-    model = open_realfootage(REALFOOTAGE_DIR, create_body_model("anny"), landmarks=args.realfootage,
-                             threads=args.threads)
-    print("\n".join(machine_info(args.threads)))
-    res = run_bench(model, args.input, args.frames, record=not args.no_record)
-    print("\n".join(res.lines()))
-    return 0
-
-
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import build_quantized
 
@@ -313,7 +286,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "fp16": cmd_fp16, "bench": cmd_bench, "tfjs": cmd_tfjs,
+COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "fp16": cmd_fp16, "tfjs": cmd_tfjs,
             "realfootage": cmd_realfootage, "quantize": cmd_quantize}
 
 

@@ -29,7 +29,8 @@ from engine.runtime.meta import ArtifactMeta
 from .compare import PeopleDiff, compare_maps
 from .onnx import read_onnx_meta, set_onnx_meta
 
-__all__ = ["FP16_OPS", "FP32_ISLAND_OPS", "convert_file", "convert_to_fp16", "fp16_report", "is_fp32_island"]
+__all__ = ["FP16_OPS", "FP32_ISLAND_OPS", "convert_file", "convert_to_fp16", "fp16_report", "is_fp32_island",
+           "torch_fp16_report"]
 
 log = logging.getLogger(__name__)
 
@@ -185,4 +186,43 @@ def fp16_report(fp32_onnx: str | Path, fp16_onnx: str | Path, frames: list[np.nd
             rel_max[k] = max(rel_max.get(k, 0.0), v)
         diff.add(decode_people(a["center_map"][0], a["params_maps"][0], box.input_size, cfg),
                  decode_people(b["center_map"][0], b["params_maps"][0], box.input_size, cfg))
+    return rel_max, diff
+
+
+def torch_fp16_report(model, frames: list[np.ndarray], device: str = "cuda:0", threshold: float = 0.2,
+                      cuda_graphs: bool = True) -> tuple[dict[str, float], PeopleDiff]:
+    """The torch FP16 path (autocast, the same FP32 islands, CUDA graph) against torch FP32 on ``frames``.
+
+    The reference is the host path (OpenCV letterbox, FP32 eager, numpy decoder); the candidate is the GPU-resident
+    frame path of :class:`engine.runtime.torch_cuda.TorchCudaBackend` (device letterbox, FP16, device decoder),
+    so the report covers everything the GPU path changes. On the CPU (``device="cpu"``) the FP16 side runs under
+    CPU autocast without a graph: a check that the code path works, not a GPU measurement.
+
+    Returns:
+        (max rel map error per output, people diff).
+    """
+    import copy
+
+    from engine.decode import DecodeCfg, decode_people
+    from engine.preprocess import letterbox
+    from engine.runtime.torch_backend import TorchBackend
+    from engine.runtime.torch_cuda import TorchCudaBackend, eager_capture
+
+    on_cuda = device.startswith("cuda")
+    ref = TorchBackend(copy.deepcopy(model), device=device)
+    half = TorchCudaBackend(copy.deepcopy(model), device, fp16=True, cuda_graphs=cuda_graphs and on_cuda,
+                            capture=None if on_cuda else eager_capture)
+    cfg = DecodeCfg(threshold=threshold)
+    rel_max: dict[str, float] = {}
+    diff = PeopleDiff()
+    try:
+        for frame in frames:
+            image, box = letterbox(frame, ref.input_size)
+            a, b = ref.infer(image[None]), half.infer(image[None])
+            for k, v in compare_maps(a, b)[1].items():
+                rel_max[k] = max(rel_max.get(k, 0.0), v)
+            diff.add(decode_people(a["center_map"][0], a["params_maps"][0], box.input_size, cfg),
+                     half.frame_people(frame, cfg)[0])
+    finally:
+        half.close()
     return rel_max, diff

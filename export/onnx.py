@@ -16,7 +16,6 @@ ORT 1.31. Legacy (``dynamo=False``, opset 17) stays the default: never slower at
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import warnings
@@ -30,6 +29,7 @@ from torch import nn
 
 from engine.errors import ExportError
 from engine.models import InstanceHMR
+from engine.runtime.artifacts import DEFAULT_EXPORTER, file_sha256
 from engine.runtime.base import INPUT_NAME, OUTPUT_NAMES
 from engine.runtime.meta import META_KEY, ArtifactMeta
 
@@ -41,17 +41,8 @@ __all__ = ["DEFAULT_EXPORTER", "EXPORTERS", "ParityReport", "export_onnx", "file
 log = logging.getLogger(__name__)
 
 EXPORTERS = {"legacy": 17, "dynamo": 18}  # exporter -> opset (dynamo: 18 avoids its failing down-conversion)
-DEFAULT_EXPORTER = "legacy"
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 SAMPLE_IMAGES = ("basketball1.png", "basketball2.png")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _Wrapper(nn.Module):

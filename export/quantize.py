@@ -30,7 +30,7 @@ import onnx
 log = logging.getLogger(__name__)
 
 __all__ = ["ACCEPT", "ArrayReader", "QuantConfig", "blazepose_accuracy", "build_quantized", "head_convs",
-           "nanodet_accuracy", "prepare_float", "quantize_model", "time_pair"]
+           "island_nodes", "nanodet_accuracy", "prepare_float", "quantize_model", "time_pair"]
 
 DATA_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
 VTEST = DATA_DIR / "vtest.avi"
@@ -57,8 +57,9 @@ class QuantConfig:
         method: activation-range calibration: "minmax", "percentile" or "entropy".
         activations: "quint8" (asymmetric, the usual choice on x86: u8 x s8 VNNI kernels) or "qint8".
         per_channel: one weight scale per output channel (depthwise convs need it: their channels differ a lot).
-        keep_float: node groups left in float: "heads" (the last conv feeding each output) and/or "stem" (the
-            first conv: 3 input channels, where INT8 kernels are slower than the FP32 ones) or node names.
+        keep_float: node groups left in float: "heads" (the last conv feeding each output), "stem" (the
+            first conv: 3 input channels, where INT8 kernels are slower than the FP32 ones), "islands"
+            (:func:`island_nodes`, for InstanceHMR) or node names.
         percentile: for "percentile", the percentile of |activation| kept.
         reduce_range: 7-bit weights. Needed on x86 CPUs without VNNI (AVX2 only): ORT's u8 x s8 kernel there sums
             pairs of products in saturating int16 (vpmaddubsw), and full-range weights overflow it (measured on a
@@ -73,7 +74,10 @@ class QuantConfig:
     reduce_range: bool = True
 
     def describe(self) -> str:
-        keep = f", float {'+'.join(self.keep_float)}" if self.keep_float else ""
+        groups = [k for k in self.keep_float if k in ("heads", "stem", "islands")]
+        named = len(self.keep_float) - len(groups)
+        parts = groups + ([f"{named} named nodes"] if named else [])
+        keep = f", float {' + '.join(parts)}" if parts else ""
         pct = f" {self.percentile:g}" if self.method == "percentile" else ""
         bits = "7-bit " if self.reduce_range else ""
         return (f"static QDQ, {self.method}{pct} calibration, {self.activations.upper()} activations, "
@@ -213,6 +217,37 @@ def stem_convs(model: onnx.ModelProto) -> list[str]:
     return out
 
 
+# ops that only assemble or transform a head's output on its way to a graph output (walked through, kept float)
+_OUTPUT_ASSEMBLY = frozenset({"Concat", "Slice", "Split", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze",
+                              "Flatten", "Cast"})
+
+
+def island_nodes(model: onnx.ModelProto) -> list[str]:
+    """The FP32 islands of an InstanceHMR graph: the FP16 path's rule (exp-like ops, nodes that produce a graph
+    output) plus everything between each output and the convs that produce it (the centre / camera / parameter /
+    joint head convs and the slicing, ``1.1^x`` and concatenation that assemble ``params_maps``): the decoder
+    thresholds and exponentiates these values, so they keep float precision. Also every node that *reads* a graph
+    output (the parameter branch concatenates the centre and joint maps): quantising its input would put a QDQ pair
+    on the output tensor itself, and ONNX Runtime then rewires the graph output to the rounded copy."""
+    from .fp16 import FP32_ISLAND_OPS, is_fp32_island
+
+    outputs = {o.name for o in model.graph.output}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    names = {n.name for n in model.graph.node if n.name and (is_fp32_island(n.op_type, list(n.output), outputs)
+                                                             or outputs & set(n.input))}
+    todo, seen = list(outputs), set()
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "Conv" or node.op_type in _OUTPUT_ASSEMBLY | FP32_ISLAND_OPS:
+            names.add(node.name)
+        if node.op_type != "Conv" and node.op_type in _OUTPUT_ASSEMBLY | FP32_ISLAND_OPS:
+            todo += list(node.input)
+    return sorted(n for n in names if n)
+
+
 def _resolve_keep(model: onnx.ModelProto, keep: Sequence[str]) -> list[str]:
     names: list[str] = []
     for k in keep:
@@ -220,6 +255,8 @@ def _resolve_keep(model: onnx.ModelProto, keep: Sequence[str]) -> list[str]:
             names += head_convs(model)
         elif k == "stem":
             names += stem_convs(model)
+        elif k == "islands":
+            names += island_nodes(model)
         else:
             names.append(k)
     return sorted(set(names))
@@ -355,10 +392,10 @@ def detector_frames(frames: range, count: int, photos: Sequence[str] = ()) -> li
 # accuracy and speed
 
 
-def _session(path: str | Path) -> Any:
+def _session(path: str | Path, threads: int = 1) -> Any:
     from engine.runtime.graph import create_session
 
-    return create_session(path, 1, providers=["CPUExecutionProvider"])[0]
+    return create_session(path, threads, providers=["CPUExecutionProvider"])[0]
 
 
 def _run_batched(session: Any, x: np.ndarray, batch: int = 8) -> list[np.ndarray]:
@@ -446,10 +483,10 @@ def nanodet_accuracy(fp32: str | Path, int8: str | Path, frames: Sequence[np.nda
     return res
 
 
-def time_pair(fp32: str | Path, int8: str | Path, x: np.ndarray, runs: int = 30) -> dict[str, float]:
-    """Median ms of ``runs`` runs of each model on ``x`` (ORT CPU, 1 thread), FP32 and INT8 runs interleaved so
-    that the machine's load affects both alike."""
-    sa, sb = _session(fp32), _session(int8)
+def time_pair(fp32: str | Path, int8: str | Path, x: np.ndarray, runs: int = 30, threads: int = 1) -> dict[str, float]:
+    """Median ms of ``runs`` runs of each model on ``x`` (ORT CPU, ``threads`` intra-op threads), FP32 and INT8 runs
+    interleaved so that the machine's load affects both alike."""
+    sa, sb = _session(fp32, threads), _session(int8, threads)
     feeds = {sa.get_inputs()[0].name: x}
     for s in (sa, sb):
         s.run(None, feeds)

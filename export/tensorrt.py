@@ -21,6 +21,7 @@ from typing import Any
 import onnx
 
 from engine.errors import ExportError
+from engine.runtime.artifacts import engine_key
 from engine.runtime.meta import write_engine_file
 from engine.runtime.tensorrt_backend import gpu_name, import_tensorrt, require_cuda
 
@@ -30,13 +31,6 @@ from .onnx import file_sha256, read_onnx_meta
 __all__ = ["build_engine", "engine_key", "pin_fp32_islands"]
 
 log = logging.getLogger(__name__)
-
-
-def engine_key(onnx_sha256: str, tensorrt_version: str, gpu: str, precision: str) -> str:
-    """The engine cache key: any change in these four means the engine must be rebuilt."""
-    import hashlib
-
-    return hashlib.sha256(f"{onnx_sha256}|{tensorrt_version}|{gpu}|{precision}".encode()).hexdigest()[:16]
 
 
 def _layer_op(layer: Any, trt: Any) -> str:

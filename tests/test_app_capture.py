@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from app.capture import CaptureThread, FrameSource, ImageListSource, ReconnectingSource, VideoSource, open_source
-from app.devtools import write_synthetic_video
 from app.recording import VideoRecorder, check_record_path
 from engine.errors import CaptureError, OutputError
+from testing.scene import write_synthetic_video
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ import pytest
 
 from app.capture import CaptureThread, FrameSource, ReconnectingSource, VideoSource, open_source, url_stem
 from app.config import build_cfg, build_parser
-from app.devtools import write_synthetic_video
 from app.paths import MAX_IMAGE_PIXELS, Cv2Path, image_size, read_image
 from engine.errors import CaptureError, ConfigError
+from testing.scene import write_synthetic_video
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from app.devtools import make_scene_checkpoint, write_synthetic_video
+from testing.scene import make_scene_checkpoint, write_synthetic_video
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")

@@ -15,7 +15,7 @@ import pytest
 from conftest import VTEST, needs_vtest
 from test_app_gui import ckpt, display, pump  # noqa: F401 - fixtures shared with the first window test
 
-from app.devtools import write_synthetic_video
+from testing.scene import write_synthetic_video
 
 pytestmark = [pytest.mark.qt, pytest.mark.skipif(shutil.which("Xvfb") is None,
                                                  reason="Xvfb not installed: apt-get install xvfb")]

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from app.capture import CaptureThread, ImageListSource, VideoSource
-from app.devtools import write_synthetic_video
 from app.pipeline import LiveSettings, Pipeline, PipelineCfg
 from app.stats import StatsSnapshot
 from app.ui.history import ClipHistory
@@ -23,6 +22,7 @@ from app.ui.view3d_worker import OrbitCamera
 from engine.errors import ConfigError
 from engine.frame_models.base import FramePeople, ModelInfo, PeopleModel
 from engine.types import Letterbox, People
+from testing.scene import write_synthetic_video
 
 
 @pytest.fixture(scope="module")

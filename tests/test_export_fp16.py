@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.fp16 import convert_file, convert_to_fp16, fp16_report, is_fp32_island
 from export.onnx import export_onnx, read_onnx_meta
-from export.synthetic import force_detections, random_model
+from testing.random_models import force_detections, random_model
 from tests.conftest import randomise_bn
 
 

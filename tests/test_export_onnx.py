@@ -16,7 +16,7 @@ from engine.runtime.meta import META_KEY, SCHEMA, ArtifactMeta
 from engine.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from export.__main__ import main
 from export.onnx import export_onnx, parity_check, read_onnx_meta
-from export.synthetic import random_model
+from testing.random_models import random_model
 from tests.conftest import randomise_bn
 
 SIZE = 128

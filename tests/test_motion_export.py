@@ -519,7 +519,7 @@ def test_config_flag_and_unwritable_folder(tmp_path):
 
 @pytest.mark.slow  # one headless run of run_app.py with a small scene model (~15-30 s on 2 shared cores)
 def test_headless_run_writes_animation(tmp_path):
-    from app.devtools import make_scene_checkpoint, write_synthetic_video
+    from testing.scene import make_scene_checkpoint, write_synthetic_video
 
     ckpt = make_scene_checkpoint(tmp_path / "scene.pt")
     video = write_synthetic_video(tmp_path / "walk.mp4", frames=20, fps=20.0)

@@ -18,7 +18,7 @@ from engine.models.instancehmr import coord_maps, position_encoding_sine
 from tests.conftest import official_container
 
 
-# Exact facts from the official classes (shared reference §1.12).
+# Exact facts from the official classes.
 @pytest.mark.parametrize("name,keys,nbt,params,backbone_params", [
     ("resnet50", 568, 90, 35_643_627, 32_552_896),
     ("hrnet32", 1984, 326, 31_478_827, 28_535_552),

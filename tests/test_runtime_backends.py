@@ -1,6 +1,6 @@
 """Backends behind one interface: same decoded people on real frames, auto selection, artifact cache, clear errors.
 
-The network has random weights, calibrated (export.synthetic.force_detections) so that a few people pass the
+The network has random weights, calibrated (testing.random_models.force_detections) so that a few people pass the
 threshold on vtest.avi with a wide margin, which makes "same people" a robust check rather than a coin flip.
 """
 
@@ -21,7 +21,7 @@ from engine.runtime.auto import onnx_for_checkpoint, open_backend
 from engine.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from engine.runtime.tensorrt_backend import tensorrt_status
 from export.compare import compare_people
-from export.synthetic import force_detections, random_model
+from testing.random_models import force_detections, random_model
 from tests.conftest import needs_vtest, randomise_bn
 
 SIZE = 128
@@ -71,8 +71,10 @@ def test_auto_says_what_it_picked_and_why(ckpt, cache):
         assert be.spec.name == "tensorrt"
     else:
         assert be.spec.name == "onnxruntime"
-        assert "auto picked onnxruntime" in be.spec.note and "tensorrt skipped" in be.spec.note
+        assert "auto picked onnxruntime (cpu)" in be.spec.note and "tensorrt (cuda) skipped" in be.spec.note
         assert "CPUExecutionProvider" in be.spec.note
+        if not torch.cuda.is_available():  # every faster step names its own reason
+            assert "torch (cuda) skipped: no CUDA device" in be.spec.note
 
 
 @needs_vtest

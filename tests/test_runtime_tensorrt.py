@@ -58,8 +58,8 @@ def test_fp16_engine_matches_onnxruntime(tmp_path):  # pragma: no cover - needs 
     from engine.runtime.onnxruntime_backend import OnnxRuntimeBackend
     from engine.runtime.tensorrt_backend import TensorRTBackend
     from export.onnx import export_onnx
-    from export.synthetic import random_model
     from export.tensorrt import build_engine
+    from testing.random_models import random_model
 
     onnx_path = export_onnx(random_model("mobilenetv3", input_size=128), tmp_path / "m.onnx")
     engine = build_engine(onnx_path, tmp_path / "m.engine", fp16=True)

@@ -17,12 +17,13 @@ DETECT_THRESHOLD = {"full": 0.35, "lite": 0.45}
 
 
 def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int = 1,
-                     synthetic_demo: bool = False) -> PeopleModel:
-    """InstanceHMR from a checkpoint (or an exported .onnx/.engine) on the fastest available backend."""
+                     synthetic_demo: bool = False, device: str = "auto") -> PeopleModel:
+    """InstanceHMR from a checkpoint (or an exported .onnx/.engine) on the fastest available backend for
+    ``device`` ("auto", "cpu", "cuda[:N]")."""
     from ..runtime.auto import open_backend
     from .bottomup import BottomUpModel
 
-    opened = open_backend(checkpoint, backend, threads=threads)
+    opened = open_backend(checkpoint, backend, threads=threads, device=device)
     meta = getattr(opened, "meta", None)
     arch = (meta.model_cfg.get("backbone") if meta is not None else None) or getattr(
         getattr(getattr(opened, "model", None), "cfg", None), "backbone", None)
@@ -30,7 +31,8 @@ def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int
     return BottomUpModel(opened, label, synthetic_demo)
 
 
-def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 1, detect_every: int = 2):
+def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 1, detect_every: int = 2,
+                 device: str = "auto"):
     """The landmark tracker (NanoDet + BlazePose from ``model_dir``) that 2D-pose-driven models share.
 
     Returns:
@@ -45,14 +47,14 @@ def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 
     if landmarks not in LANDMARK_FILES:
         raise ConfigError(f"unknown landmark network {landmarks!r}; expected one of {', '.join(LANDMARK_FILES)}")
     model_dir = Path(model_dir)
-    lmk = OnnxGraph(model_dir / LANDMARK_FILES[landmarks], (), BlazePoseLandmarks.OUTPUTS, threads)
-    det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads)
+    lmk = OnnxGraph(model_dir / LANDMARK_FILES[landmarks], (), BlazePoseLandmarks.OUTPUTS, threads, device=device)
+    det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads, device=device)
     tracker = LandmarkTracker(PersonDetector(det), BlazePoseLandmarks(lmk), TrackerCfg(detect_every=detect_every))
     return tracker, lmk.device, DETECT_THRESHOLD[landmarks]
 
 
 def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threads: int = 1,
-                     detect_every: int = 2) -> PeopleModel:
+                     detect_every: int = 2, device: str = "auto") -> PeopleModel:
     """The real-footage default from the converted models in ``model_dir``.
 
     Args:
@@ -61,18 +63,20 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
         landmarks: "full" or "lite" BlazePose.
         threads: ONNX Runtime intra-op threads per network.
         detect_every: detector period while people are tracked.
+        device: "auto" (ONNX Runtime's GPU providers when onnxruntime-gpu works, else CPU), "cpu", "cuda[:N]".
     """
     from ..bodyfit import BodyFitter
     from .realfootage import RealFootageModel
 
-    tracker, device, threshold = open_tracker(model_dir, landmarks, threads, detect_every)
-    info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks} + IK", f"onnxruntime {device} fp32",
+    tracker, where, threshold = open_tracker(model_dir, landmarks, threads, detect_every, device)
+    info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks} + IK", f"onnxruntime {where} fp32",
                      synthetic_demo=False, default_threshold=threshold)
     return RealFootageModel(tracker, BodyFitter(body), info)
 
 
 def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, body, backend: str = "auto",
-                    landmarks: str = "full", threads: int = 1, detect_every: int = 2) -> PeopleModel:
+                    landmarks: str = "full", threads: int = 1, detect_every: int = 2,
+                    device: str = "auto") -> PeopleModel:
     """3DCrowdNet or JOTR from an official checkpoint (or its exported .onnx), guided by the landmark tracker.
 
     Args:
@@ -102,13 +106,13 @@ def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, 
     if checkpoint.suffix.lower() == ".onnx":
         if backend == "torch":
             raise ConfigError(f"{checkpoint.name} is an ONNX export; pass the .pth checkpoint for --backend torch")
-        runner = OnnxGraph(checkpoint, INPUT_NAMES, OUTPUT_NAMES, threads)
+        runner = OnnxGraph(checkpoint, INPUT_NAMES, OUTPUT_NAMES, threads, device=device)
     elif backend in ("auto", "onnxruntime"):
         from ..runtime.auto import onnx_for_checkpoint
 
         try:
             path, _, _ = onnx_for_checkpoint(checkpoint)
-            runner = OnnxGraph(path, INPUT_NAMES, OUTPUT_NAMES, threads)
+            runner = OnnxGraph(path, INPUT_NAMES, OUTPUT_NAMES, threads, device=device)
         except AppError as e:
             if backend != "auto" or isinstance(e, ConfigError):
                 raise
@@ -116,10 +120,11 @@ def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, 
                                                 checkpoint.name, e)
     if runner is None:
         from ..checkpoint import load_network
+        from ..runtime.device import resolve_torch_device
 
-        runner = TorchGraph(load_network(checkpoint, system=system), OUTPUT_NAMES)
-    where = "torch cpu fp32" if isinstance(runner, TorchGraph) else f"onnxruntime {runner.device} fp32"
-    tracker, _, threshold = open_tracker(model_dir, landmarks, threads, detect_every)
+        runner = TorchGraph(load_network(checkpoint, system=system), OUTPUT_NAMES, resolve_torch_device(device))
+    where = f"torch {runner.device} fp32" if isinstance(runner, TorchGraph) else f"onnxruntime {runner.device} fp32"
+    tracker, _, threshold = open_tracker(model_dir, landmarks, threads, detect_every, device)
     with torch.inference_mode():
         rest = body(torch.zeros(1, 3), torch.zeros(1, 69), root_align=False).joints[0, :24].numpy()
     info = ModelInfo(system, f"{names[system]} (2D poses: NanoDet + BlazePose {landmarks})", where,

@@ -30,6 +30,12 @@ class BottomUpModel(PeopleModel):
                               f"{spec.name} {spec.device} {spec.precision}", synthetic_demo, 0.2)
 
     def __call__(self, frame_bgr: np.ndarray, query: PeopleQuery) -> FramePeople:
+        resident = getattr(self.backend, "frame_people", None)
+        if resident is not None and getattr(self.backend.spec, "device", "cpu") != "cpu":
+            # GPU-resident frame: upload once, letterbox, infer and decode on the device, copy back the people
+            t0 = time.perf_counter()
+            people, box = resident(frame_bgr, DecodeCfg(query.threshold, query.max_people))
+            return FramePeople(people, box, {"inference": (time.perf_counter() - t0) * 1e3})
         t0 = time.perf_counter()
         image, box = letterbox(frame_bgr, self.backend.input_size)
         t1 = time.perf_counter()

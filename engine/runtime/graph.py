@@ -85,11 +85,17 @@ class OnnxGraph:
             another kind, or a stale conversion) instead of failing on the first frame.
         threads: ONNX Runtime intra-op threads.
         providers: see :func:`create_session`.
+        device: instead of ``providers``, the app's ``--device`` choice (auto | cpu | cuda[:N]): cpu keeps the
+            session off the GPU, cuda requires onnxruntime-gpu's providers (see :mod:`.device`).
     """
 
     def __init__(self, path: str | Path, inputs: Sequence[str], outputs: Sequence[str], threads: int = 1,
-                 providers: Sequence[str] | None = None) -> None:
+                 providers: Sequence[str] | None = None, device: str | None = None) -> None:
         self.path = Path(path)
+        if providers is None and device is not None:
+            from .device import providers_for
+
+            providers = providers_for(device)
         hint = "the bundled real-footage models are rebuilt with `python -m export realfootage`"
         self.session, self.providers, self.note = create_session(self.path, threads, providers=providers, hint=hint)
         have_in = [i.name for i in self.session.get_inputs()]

@@ -1,4 +1,8 @@
+#!/usr/bin/env python3
 """Per-stage benchmark of the whole per-frame path on a video: where the milliseconds go.
+
+``python benchmarks/stages.py --checkpoint CKPT | --model VARIANT | --realfootage full [--backend B --device D]``
+(this was ``python -m export bench``: it renders, so it lives with the other benchmarks, outside ``export``).
 
 Stages, timed separately per frame: decode frame (OpenCV), the people model's own stages (InstanceHMR: preprocess,
 inference, decode; the real-footage model: detect, landmarks, fit), body model (mesh for every person), render
@@ -11,10 +15,12 @@ nodes dominate inference.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,9 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.frame_models.base import PeopleModel, PeopleQuery
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-__all__ = ["STAGES", "BenchResult", "machine_info", "profile_ops", "run_bench"]
+from engine.frame_models.base import PeopleModel, PeopleQuery
+from engine.runtime.device import DEVICE_CHOICES_HELP
+from engine.runtime.formats import BACKENDS
+
+__all__ = ["STAGES", "BenchResult", "build_parser", "machine_info", "main", "profile_ops", "run_bench"]
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +239,119 @@ def profile_ops(onnx_path: str | Path, runs: int = 20, threads: int = 2, top: in
     for node, ms in sorted(by_node.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"    {ms:7.2f} ms  {node}")
     return lines
+
+
+VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    b = argparse.ArgumentParser(prog="benchmarks/stages.py", description="per-stage timings on a video")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="InstanceHMR checkpoint (.pt/.pth/.pkl)")
+    src.add_argument("--model", help="random-weight variant (resnet50, hrnet32, resnet18, mobilenetv3), for timing")
+    src.add_argument("--realfootage", choices=("full", "lite"),
+                     help="the bundled real-footage model (detector + BlazePose full/lite + body fit)")
+    b.add_argument("--input-size", type=int, help="override the network input size (multiple of 32)")
+    b.add_argument("--seed", type=int, default=0, help="seed for --model")
+    b.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    b.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES_HELP} (default cpu: the CPU benchmark)")
+    b.add_argument("--input", default=VTEST, help="video file")
+    b.add_argument("--frames", type=int, default=50)
+    b.add_argument("--threads", type=int, default=2, help="inference threads (ORT intra-op; torch)")
+    b.add_argument("--torch-threads", type=int, default=1,
+                   help="torch threads for the body model when inference is not torch (2 threads on a shared 2-core "
+                        "box ran the body model 50x slower than 1)")
+    b.add_argument("--people", type=int, default=5, help="--model: calibrate the centre bias to ~N people")
+    b.add_argument("--cache-dir", help="artifact cache (default: ~/.cache/instancehmr-live)")
+    b.add_argument("--no-record", action="store_true", help="skip the encode-video stage")
+    b.add_argument("--profile-ops", action="store_true", help="onnxruntime: also print ORT's per-node profile")
+    b.add_argument("--debug", action="store_true", help="show tracebacks")
+    return b
+
+
+def _load_model(args: argparse.Namespace):
+    from engine.checkpoint import load_network
+    from engine.models import build_model
+    from testing.random_models import random_model
+
+    if args.model:
+        overrides = {"input_size": args.input_size} if args.input_size else {}
+        return random_model(args.model, args.seed, **overrides)
+    model = load_network(args.checkpoint, system="instancehmr")
+    if args.input_size and args.input_size != model.cfg.input_size:
+        resized = build_model(model.cfg, input_size=args.input_size)
+        resized.load_state_dict(model.state_dict())
+        model = resized.eval()
+    return model
+
+
+def _bench_realfootage(args: argparse.Namespace) -> int:
+    import torch
+
+    from app.config import REALFOOTAGE_DIR
+    from engine.body import create_body_model
+    from engine.frame_models import open_realfootage
+
+    torch.set_num_threads(args.torch_threads)
+    model = open_realfootage(REALFOOTAGE_DIR, create_body_model("anny"), landmarks=args.realfootage,
+                             threads=args.threads)
+    print("\n".join(machine_info(args.threads)))
+    res = run_bench(model, args.input, args.frames, record=not args.no_record)
+    print("\n".join(res.lines()))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.realfootage:
+        return _bench_realfootage(args)
+    import torch
+
+    from engine.checkpoint import save_checkpoint
+    from engine.frame_models.bottomup import BottomUpModel
+    from engine.runtime.auto import cache_root, onnx_for_checkpoint, open_backend
+    from export.artifacts import install_builder
+    from export.compare import load_frames
+    from testing.random_models import force_detections
+
+    install_builder()
+    model = _load_model(args)
+    if args.model:  # a random network finds nobody: shift its centre bias to ~N people on the first frame
+        n = force_detections(model, load_frames(args.input, 1)[0], args.people)
+        log.info("random %s calibrated to %d people on frame 0", args.model, n)
+    ckpt = Path(args.checkpoint) if args.checkpoint else None
+    if ckpt is None or (args.input_size and args.input_size != model.cfg.input_size):
+        tag = args.model or Path(args.checkpoint).stem
+        ckpt = save_checkpoint(model, cache_root(args.cache_dir) / "bench" /
+                               f"{tag}-{model.cfg.input_size}-seed{args.seed}-p{args.people}.pt")
+    backend = open_backend(ckpt, args.backend, args.cache_dir, threads=args.threads, device=args.device)
+    if backend.spec.name != "torch":
+        torch.set_num_threads(args.torch_threads)
+    print("\n".join(machine_info(args.threads)))
+    backend.warmup(2)
+    print(f"model {model.cfg.name}@{model.cfg.input_size} ({'random weights' if args.model else ckpt}), "
+          f"{backend.spec.name} {backend.spec.device} {backend.spec.precision}")
+    res = run_bench(BottomUpModel(backend, model.cfg.name), args.input, args.frames, record=not args.no_record)
+    print("\n".join(res.lines()))
+    if args.profile_ops and backend.spec.name == "onnxruntime":
+        print("\n".join(profile_ops(onnx_for_checkpoint(ckpt, args.cache_dir)[0], threads=args.threads)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.errors import AppError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("torch", "torch.onnx", "onnxscript", "onnx_ir"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return cmd_bench(args)
+    except AppError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
