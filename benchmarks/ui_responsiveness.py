@@ -36,23 +36,14 @@ sys.path.insert(0, str(ROOT))
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
-def start_xvfb() -> subprocess.Popen:
-    r, w = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1600x900x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    num = b""
-    deadline = time.time() + 20
-    while not num.endswith(b"\n") and time.time() < deadline:
-        chunk = os.read(r, 16)
-        if not chunk:
-            break
-        num += chunk
-    os.close(r)
-    if not num.strip():
-        proc.kill()
+def own_display() -> subprocess.Popen:
+    """A private Xvfb for this run; DISPLAY points at it."""
+    from testing.xvfb import start_xvfb
+
+    proc, shown = start_xvfb("1600x900x24")
+    if shown is None:
         sys.exit("Xvfb did not start (apt-get install xvfb)")
-    os.environ["DISPLAY"] = f":{num.decode().strip()}"
+    os.environ["DISPLAY"] = shown
     return proc
 
 
@@ -119,7 +110,7 @@ def main() -> int:
     args = p.parse_args()
     if not Path(args.input).exists():
         sys.exit(f"{args.input} not found (apt-get install opencv-doc, or pass --input)")
-    xvfb = start_xvfb() if not os.environ.get("DISPLAY") else None
+    xvfb = own_display() if not os.environ.get("DISPLAY") else None
     os.environ.pop("QT_QPA_PLATFORM", None)
     try:
         return run(args)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from testing.scene import make_scene_checkpoint, write_synthetic_video
+from testing.xvfb import start_xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -28,23 +29,11 @@ pytestmark = [pytest.mark.qt, pytest.mark.skipif(shutil.which("Xvfb") is None,
 @pytest.fixture(scope="module")
 def display():
     """A private Xvfb server; DISPLAY points at it for this module only."""
-    r, w = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    num = b""
-    deadline = time.time() + 20
-    while not num.endswith(b"\n") and time.time() < deadline:
-        chunk = os.read(r, 16)
-        if not chunk:
-            break
-        num += chunk
-    os.close(r)
-    if not num.strip():
-        proc.kill()
+    proc, shown = start_xvfb("1280x800x24")
+    if shown is None:
         pytest.skip("Xvfb did not start")
     saved = {k: os.environ.get(k) for k in ("DISPLAY", "QT_QPA_PLATFORM", "XDG_RUNTIME_DIR")}
-    os.environ["DISPLAY"] = f":{num.decode().strip()}"
+    os.environ["DISPLAY"] = shown
     os.environ.pop("QT_QPA_PLATFORM", None)
     yield os.environ["DISPLAY"]
     for k, v in saved.items():

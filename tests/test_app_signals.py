@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from testing.scene import make_scene_checkpoint, write_synthetic_video
+from testing.xvfb import start_xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -168,22 +169,10 @@ def display():
     """A private Xvfb server for the window test (its DISPLAY only goes to the child's environment)."""
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb not installed: apt-get install xvfb")
-    r, w = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    num = b""
-    deadline = time.time() + 20
-    while not num.endswith(b"\n") and time.time() < deadline:
-        chunk = os.read(r, 16)
-        if not chunk:
-            break
-        num += chunk
-    os.close(r)
-    if not num.strip():
-        proc.kill()
+    proc, shown = start_xvfb("1280x800x24")
+    if shown is None:
         pytest.skip("Xvfb did not start")
-    yield f":{num.decode().strip()}"
+    yield shown
     proc.terminate()
     proc.wait(10)
 
