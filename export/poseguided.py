@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,9 @@ from engine.frame_models.poseguided import INPUT_NAMES, OUTPUT_NAMES
 from engine.geometry import axis_angle_to_rotmat_np
 from engine.runtime.meta import ArtifactMeta
 
-from .onnx import OPENCV_DATA, SAMPLE_IMAGES, set_onnx_meta
+from .onnx import OPENCV_DATA, SAMPLE_IMAGES, ParityReport, set_onnx_meta
 
-__all__ = ["PoseGuidedParity", "export_poseguided", "parity_poseguided", "sample_inputs"]
+__all__ = ["compare_outputs", "export_poseguided", "parity_poseguided", "sample_inputs"]
 
 OPSET = 17
 # A standing person's COCO-17 keypoints (x, y in a 100 x 200 box): the parity sample's pose.
@@ -105,42 +104,26 @@ def export_poseguided(model: nn.Module, output: str | Path, system: str, *, chec
     return output
 
 
-@dataclass(frozen=True)
-class PoseGuidedParity:
-    """Per output: max |onnx - torch| divided by max |torch| (rotations as matrices)."""
-
-    image: str
-    max_rel: dict[str, float]
-    tolerance: float
-
-    @property
-    def ok(self) -> bool:
-        return all(np.isfinite(v) and v <= self.tolerance for v in self.max_rel.values())
-
-    def lines(self) -> list[str]:
-        out = [f"parity vs PyTorch on crops of {self.image} (tolerance: rel {self.tolerance:g})"]
-        for k, v in self.max_rel.items():
-            out.append(f"  {k:14s} max rel {v:.3e}  {'ok' if np.isfinite(v) and v <= self.tolerance else 'FAIL'}")
-        return out
-
-
-def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, float]:
-    """Scale-free error per output; ``smpl_pose`` as the [B,24,3,3] rotation matrices it stands for."""
-    rel = {}
+def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> tuple[dict[str, float],
+                                                                               dict[str, float]]:
+    """Max abs error and that over max |ref| per output; ``smpl_pose`` as the [B,24,3,3] rotation matrices it
+    stands for."""
+    abs_d, rel_d = {}, {}
     for k in OUTPUT_NAMES:
         a, b = np.asarray(ref[k], np.float64), np.asarray(got[k], np.float64)
         if k == "smpl_pose":
             a, b = (axis_angle_to_rotmat_np(x.reshape(-1, 3)) for x in (a, b))
-        rel[k] = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
-    return rel
+        abs_d[k] = float(np.abs(a - b).max())
+        rel_d[k] = abs_d[k] / max(float(np.abs(a).max()), 1e-12)
+    return abs_d, rel_d
 
 
 def parity_poseguided(onnx_path: str | Path, model: nn.Module, system: str,
-                      tolerance: float = 1e-3) -> PoseGuidedParity:
+                      tolerance: float = 1e-3) -> ParityReport:
     """Run the export in ONNX Runtime (CPU) and the module in PyTorch on the same real crops; compare every output."""
     from engine.runtime.graph import OnnxGraph, TorchGraph
 
     feeds, name = sample_inputs(system, 3)  # 3 people: a batch size where a cross over the wrong axis would show
     ref = TorchGraph(model, OUTPUT_NAMES).run(feeds)
     got = OnnxGraph(onnx_path, INPUT_NAMES, OUTPUT_NAMES, providers=("CPUExecutionProvider",)).run(feeds)
-    return PoseGuidedParity(name, compare_outputs(ref, got), tolerance)
+    return ParityReport(f"crops of {name}", *compare_outputs(ref, got), tolerance)
