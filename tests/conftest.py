@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,24 @@ def frames() -> list[np.ndarray]:
     from export.compare import load_frames
 
     return load_frames(str(VTEST), 4, step=25)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    """Environment for running ``run_app.py`` in a child: no display (headless unless a test gives one), a private
+    artifact cache, the repository importable."""
+    e = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    e.update(INSTANCEHMR_CACHE_DIR=str(tmp_path_factory.mktemp("cache")), PYTHONPATH=str(ROOT))
+    return e
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A small InstanceHMR checkpoint that finds people in the synthetic scene videos (overridden where a module
+    needs another)."""
+    from testing.scene import make_scene_checkpoint
+
+    return make_scene_checkpoint(tmp_path_factory.mktemp("ckpt") / "scene.pt")

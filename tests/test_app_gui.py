@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from testing.scene import make_scene_checkpoint, write_synthetic_video
+from testing.scene import write_synthetic_video
 from testing.xvfb import start_xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,11 +43,6 @@ def display():
             os.environ[k] = v
     proc.terminate()
     proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_scene_checkpoint(tmp_path_factory.mktemp("ckpt") / "scene.pt")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ input gives one line and a distinct exit code; SIGINT/SIGTERM finalise the recor
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,26 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
-from testing.scene import make_scene_checkpoint, write_synthetic_video
+from testing.scene import write_synthetic_video
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 NEEDS_VTEST = pytest.mark.skipif(not VTEST.exists(), reason=f"{VTEST} missing: apt-get install opencv-doc")
 FLAT_KEYS = {"center_preds": (2,), "center_confs": (), "cam": (3,), "global_orient": (3,), "body_pose": (69,),
              "betas": (10,), "smpl_thetas": (72,), "cam_trans": (3,), "track_ids": ()}
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    cache = tmp_path_factory.mktemp("cache")
-    e = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    e.update(INSTANCEHMR_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
-    return e
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_scene_checkpoint(tmp_path_factory.mktemp("ckpt") / "scene.pt")
 
 
 def run_app(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -22,14 +22,9 @@ from engine.checkpoint import load_network
 from engine.errors import CaptureError
 from engine.frame_models.bottomup import BottomUpModel
 from engine.runtime.torch_backend import TorchBackend
-from testing.scene import make_scene_checkpoint, write_synthetic_video
+from testing.scene import write_synthetic_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_scene_checkpoint(tmp_path_factory.mktemp("ckpt") / "scene.pt")
 
 
 @pytest.fixture(scope="module")

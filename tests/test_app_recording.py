@@ -45,13 +45,6 @@ def frames(n: int, size: tuple[int, int] = (96, 64)) -> list[np.ndarray]:
     return out
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    e.update(INSTANCEHMR_CACHE_DIR=str(tmp_path_factory.mktemp("cache")), PYTHONPATH=str(ROOT))
-    return e
-
-
 def run_app(env: dict[str, str], *args: object, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run_app.py", *map(str, args)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)

@@ -23,26 +23,13 @@ import cv2
 import numpy as np
 import pytest
 
-from testing.scene import make_scene_checkpoint, write_synthetic_video
+from testing.scene import write_synthetic_video
 from testing.xvfb import start_xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 DEMO_CLIP = ROOT / "assets" / "demo" / "demo_crowd.mp4"
 STATUS = Path("/proc/self/status")
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    cache = tmp_path_factory.mktemp("cache")
-    e = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    e.update(INSTANCEHMR_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
-    return e
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_scene_checkpoint(tmp_path_factory.mktemp("ckpt") / "scene.pt")
 
 
 @pytest.fixture(scope="module")
