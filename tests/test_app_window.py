@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import VTEST, needs_vtest
-from test_app_gui import ckpt, display, pump  # noqa: F401 - fixtures shared with the first window test
+from test_app_gui import display, pump  # noqa: F401 - fixtures shared with the first window test
 
 from testing.scene import write_synthetic_video
 
