@@ -36,11 +36,11 @@ def run(argv: list[str] | None = None) -> int:
         from .headless import run_headless
         from .session import build_session
 
-        session = build_session(cfg, render=cfg.record is not None)
+        session = build_session(cfg, render=cfg.outputs.record is not None)
         return run_headless(session)
     from .gui import run_gui
 
-    return run_gui(cfg, quit_at_end=args.quit_at_end)
+    return run_gui(cfg)
 
 
 class ReaderSafeStream:

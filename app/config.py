@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import ConfigError
@@ -34,24 +34,65 @@ MAX_CAMERA = 9999
 
 
 @dataclass(frozen=True)
-class AppCfg:
+class CaptureCfg:
+    """Read by the capture stage (:func:`app.session.open_input` and the capture thread): which source to open and
+    when to stop reading it. ``check_outputs`` reads ``input`` too, so no output overwrites an input file.
+
+    camera: webcam index (None: camera 0 when there is no ``input`` either). input: an image, folder, video or
+    stream URL. max_frames: stop after this many frames (0 = all).
+    """
+
     camera: int | None
     input: str | None
-    model: str
+    max_frames: int
+
+
+@dataclass(frozen=True)
+class ModelChoiceCfg:
+    """Read when the model is opened (:func:`app.session.open_model`) and by the model stage's person filter: which
+    people model and body model run, and which people they report.
+
+    name: "realfootage", "demo" or "instancehmr" (a ``--checkpoint`` file, whose system is told when it is opened).
+    checkpoint: that file (the bundled one for "demo"; None for "realfootage"). landmarks, detect_every: the
+    real-footage tracker's options (3DCrowdNet/JOTR checkpoints use the same tracker). threshold (None: the model's
+    own tuned value) and max_people are only the starting values of the live
+    :class:`~app.types.LiveSettings`, which the window changes while running.
+    """
+
+    name: str
     checkpoint: Path | None
     landmarks: str
     detect_every: int
     body_model: str
     smpl_dir: Path | None
-    backend: str
     threshold: float | None
     max_people: int
-    record: Path | None
-    save_npz: Path | None
-    save_verts: bool
-    export_mesh: Path | None
-    mesh_format: str
-    headless: bool
+
+
+@dataclass(frozen=True)
+class RuntimeCfg:
+    """Read by the inference runtime when the model is opened: how it runs, never what it computes.
+
+    backend: ``engine.runtime.formats.BACKENDS`` ("auto" picks the fastest). device: "auto", "cpu" or "cuda[:N]",
+    already normalised by ``engine.runtime.device.parse_device``. threads: inference threads, at most the usable
+    cores (``build_cfg`` refuses more rather than clamping, see :func:`usable_cores`).
+    """
+
+    backend: str
+    device: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class RenderCfg:
+    """Read by the render stage and the window: what is drawn and how, and the smoothing of what is drawn.
+
+    smooth, smooth_strength, opacity and show_mesh/show_skeleton/show_centers are the starting values of the live
+    :class:`~app.types.LiveSettings` (the window changes them while running; smoothing runs in the model stage but,
+    like the overlays, only changes how motion looks). show_3d: the window opens with its 3D view shown.
+    live_faces: the overlay mesh's face budget (exports keep full resolution).
+    """
+
     smooth: bool
     smooth_strength: float
     opacity: float
@@ -59,17 +100,53 @@ class AppCfg:
     show_skeleton: bool
     show_centers: bool
     show_3d: bool
-    max_frames: int
     live_faces: int
-    threads: int
+
+
+@dataclass(frozen=True)
+class OutputsCfg:
+    """Read by :func:`app.session.check_outputs` (every path checked writable before the model loads) and by the
+    sinks it then builds: what the run writes or streams. None switches an output off.
+
+    The command-line outputs (record, save_npz, export_mesh, export_anim) name files for this run only; the window's
+    later sessions drop them (:mod:`app.window_services`). out_dir is where the window's R and S keys write
+    (``<out_dir>/recordings``, ``<out_dir>/screenshots``). vmc/vmc_track: the live VMC link and its performer.
+    """
+
+    record: Path | None
+    save_npz: Path | None
+    save_verts: bool
+    npz_format: str
+    export_mesh: Path | None
+    mesh_format: str
+    mesh_space: str
+    export_anim: Path | None
+    out_dir: Path
+    vmc: VmcTarget | None
+    vmc_track: int | None
+
+
+@dataclass(frozen=True)
+class AppCfg:
+    """The whole run's configuration, built and validated once by :func:`build_cfg`; each stage reads its own group.
+
+    headless (no window), quit_at_end (the window closes when the input ends) and debug (tracebacks, debug logs,
+    FFmpeg's own log) choose how the app runs as a whole, so they sit at the top.
+    """
+
+    capture: CaptureCfg
+    model: ModelChoiceCfg
+    runtime: RuntimeCfg
+    render: RenderCfg
+    outputs: OutputsCfg
+    headless: bool
     debug: bool
-    vmc: VmcTarget | None = None
-    npz_format: str = "flat"
-    mesh_space: str = "world"
-    vmc_track: int | None = None
-    out_dir: Path = Path()  # the window's R and S write into <out_dir>/recordings and <out_dir>/screenshots
-    export_anim: Path | None = None  # BVH per track + one animated glb, written when the run ends
-    device: str = "auto"  # auto | cpu | cuda[:N]: where inference runs (engine.runtime.device)
+    quit_at_end: bool = False
+
+    def changed(self, **groups: dict[str, object]) -> AppCfg:
+        """A copy with fields replaced inside the named groups, e.g. ``cfg.changed(runtime={"device": "cuda"})``
+        (the tree is frozen; the window's later sessions and tests derive configs this way). Not re-validated."""
+        return replace(self, **{g: replace(getattr(self, g), **fields) for g, fields in groups.items()})
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -183,6 +260,8 @@ def display_available() -> bool:
 
 
 def build_cfg(args: argparse.Namespace) -> AppCfg:
+    """The one place the parsed options become the config tree: every contradiction is refused here with one
+    ConfigError line (never silently rewritten), so the stages that read a group can trust it unchecked."""
     if args.camera is not None and args.input is not None:
         raise ConfigError("pass either --camera or --input, not both")
     if args.input is not None and not args.input.strip():  # Path("") is ".", which was then read as a folder
@@ -237,14 +316,17 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
     if not args.headless and not display_available():
         raise ConfigError("no display available (DISPLAY is not set); add --headless to process to files, or run "
                           "under xvfb-run")
-    return AppCfg(camera=args.camera, input=args.input, model=model, checkpoint=checkpoint,
-                  landmarks=args.landmarks or DEFAULT_LANDMARKS, detect_every=detect_every, body_model=args.body_model,
-                  smpl_dir=args.smpl_dir, backend=args.backend, threshold=args.threshold,
-                  max_people=args.max_people, record=args.record, save_npz=args.save_npz,
-                  save_verts=args.save_verts, export_mesh=args.export_mesh, mesh_format=args.mesh_format,
-                  headless=args.headless, smooth=args.smooth, smooth_strength=args.smooth_strength,
-                  opacity=args.opacity, show_mesh=args.show_mesh, show_skeleton=args.skeleton,
-                  show_centers=args.centers, show_3d=args.show_3d, max_frames=args.max_frames,
-                  live_faces=args.live_faces, threads=args.threads, debug=args.debug, vmc=vmc,
-                  vmc_track=args.vmc_track, npz_format=args.npz_format, mesh_space=args.mesh_space,
-                  out_dir=args.out_dir, export_anim=args.export_anim, device=str(parse_device(args.device)))
+    return AppCfg(
+        capture=CaptureCfg(camera=args.camera, input=args.input, max_frames=args.max_frames),
+        model=ModelChoiceCfg(name=model, checkpoint=checkpoint, landmarks=args.landmarks or DEFAULT_LANDMARKS,
+                             detect_every=detect_every, body_model=args.body_model, smpl_dir=args.smpl_dir,
+                             threshold=args.threshold, max_people=args.max_people),
+        runtime=RuntimeCfg(backend=args.backend, device=str(parse_device(args.device)), threads=args.threads),
+        render=RenderCfg(smooth=args.smooth, smooth_strength=args.smooth_strength, opacity=args.opacity,
+                         show_mesh=args.show_mesh, show_skeleton=args.skeleton, show_centers=args.centers,
+                         show_3d=args.show_3d, live_faces=args.live_faces),
+        outputs=OutputsCfg(record=args.record, save_npz=args.save_npz, save_verts=args.save_verts,
+                           npz_format=args.npz_format, export_mesh=args.export_mesh, mesh_format=args.mesh_format,
+                           mesh_space=args.mesh_space, export_anim=args.export_anim, out_dir=args.out_dir, vmc=vmc,
+                           vmc_track=args.vmc_track),
+        headless=args.headless, debug=args.debug, quit_at_end=args.quit_at_end)

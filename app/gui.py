@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 def open_window(cfg: AppCfg, out_dir: Path | None = None):
     """Create the QApplication (if needed), the session and the window; nothing is started yet.
 
-    ``out_dir`` (default ``cfg.out_dir``) is where the window's R and S write (``recordings/``, ``screenshots/``).
+    ``out_dir`` (default ``cfg.outputs.out_dir``) is where the window's R and S write (``recordings/``,
+    ``screenshots/``).
     """
     from PyQt5 import QtWidgets
 
@@ -43,8 +44,8 @@ def open_window(cfg: AppCfg, out_dir: Path | None = None):
     gen, on_output, on_end = bridge.callbacks()
     bridge.activate(gen)
     session = build_session(cfg, render=True, on_output=on_output, on_end=on_end)
-    win = MainWindow(session, bridge, AppServices(cfg), show_3d=cfg.show_3d,
-                     out_dir=cfg.out_dir if out_dir is None else out_dir)
+    win = MainWindow(session, bridge, AppServices(cfg), show_3d=cfg.render.show_3d,
+                     out_dir=cfg.outputs.out_dir if out_dir is None else out_dir)
     # Start-up objects (torch, Qt, the model) never die; freezing them keeps later full GC passes, which stop every
     # thread including this one, short (an unfrozen gen-2 pass took ~200 ms here).
     gc.collect()
@@ -52,7 +53,7 @@ def open_window(cfg: AppCfg, out_dir: Path | None = None):
     return app, session, win
 
 
-def run_gui(cfg: AppCfg, quit_at_end: bool = False) -> int:
+def run_gui(cfg: AppCfg) -> int:
     from PyQt5 import QtCore
 
     app, session, win = open_window(cfg)
@@ -67,7 +68,7 @@ def run_gui(cfg: AppCfg, quit_at_end: bool = False) -> int:
     wake = QtCore.QTimer()
     wake.timeout.connect(lambda: None)
     wake.start(100)
-    if quit_at_end:
+    if cfg.quit_at_end:
         win.input_ended.connect(lambda: QtCore.QTimer.singleShot(200, win.close))
     try:
         win.show()

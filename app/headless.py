@@ -76,8 +76,9 @@ def run_headless(session: Session) -> int:
     """Run to the end of the input (or a signal). Returns the exit code; outputs are always finalised."""
     pipe = session.pipeline
     total = session.source.frame_count
-    if session.cfg.max_frames:
-        total = min(total, session.cfg.max_frames) if total else session.cfg.max_frames
+    max_frames = session.cfg.capture.max_frames
+    if max_frames:
+        total = min(total, max_frames) if total else max_frames
     info = pipe.model.info
     if info.synthetic_demo:
         log.warning("model: %s", info.title)

@@ -38,33 +38,35 @@ def _demo_hint() -> str:
 def open_input(cfg: AppCfg) -> FrameSource:
     """The source named by the config; with neither --camera nor --input, camera 0 or a helpful error."""
     set_native_logging(cfg.debug)  # before the first VideoCapture: FFmpeg reads its log level once
-    if cfg.input is not None:
-        return open_source(cfg.input)
-    index = cfg.camera if cfg.camera is not None else 0
+    cap = cfg.capture
+    if cap.input is not None:
+        return open_source(cap.input)
+    index = cap.camera if cap.camera is not None else 0
     try:
         return open_source(index)
     except CaptureError as e:
-        if cfg.camera is None:
+        if cap.camera is None:
             raise CaptureError(f"no camera found (camera 0 did not open); {_demo_hint()}") from e
         raise
 
 
 def check_outputs(cfg: AppCfg) -> None:
-    inputs = input_files(cfg.input)
-    if cfg.record is not None:
-        refuse_input_overwrite(cfg.record, inputs, "--record")
-        check_record_path(cfg.record)
-    if cfg.save_npz is not None:  # an input file named like a result (<stem>.npz) in the --save-npz folder
+    inputs = input_files(cfg.capture.input)
+    out = cfg.outputs
+    if out.record is not None:
+        refuse_input_overwrite(out.record, inputs, "--record")
+        check_record_path(out.record)
+    if out.save_npz is not None:  # an input file named like a result (<stem>.npz) in the --save-npz folder
         for f in inputs:
-            refuse_input_overwrite(cfg.save_npz / f"{f.stem}.npz", [f], "--save-npz")
-    if cfg.save_npz is not None:
-        check_output_dir(cfg.save_npz, "--save-npz")
-    if cfg.export_mesh is not None:
-        check_output_dir(cfg.export_mesh, "--export-mesh")
-    if cfg.export_anim is not None:
-        check_output_dir(cfg.export_anim, "--export-anim")
-    if cfg.vmc is not None:
-        resolve_target(cfg.vmc)
+            refuse_input_overwrite(out.save_npz / f"{f.stem}.npz", [f], "--save-npz")
+    if out.save_npz is not None:
+        check_output_dir(out.save_npz, "--save-npz")
+    if out.export_mesh is not None:
+        check_output_dir(out.export_mesh, "--export-mesh")
+    if out.export_anim is not None:
+        check_output_dir(out.export_anim, "--export-anim")
+    if out.vmc is not None:
+        resolve_target(out.vmc)
 
 
 def open_model(cfg: AppCfg):
@@ -76,30 +78,31 @@ def open_model(cfg: AppCfg):
     install_builder()  # a checkpoint's ONNX export / TensorRT engine is built on its first use
     torch.set_num_threads(1)  # the body model is tiny; more threads only fight the inference thread
     t = time.perf_counter()
-    body = create_body_model(cfg.body_model, smpl_path=cfg.smpl_dir)
-    if cfg.model == "realfootage":
+    mc, rt = cfg.model, cfg.runtime
+    body = create_body_model(mc.body_model, smpl_path=mc.smpl_dir)
+    if mc.name == "realfootage":
         from engine.frame_models import open_realfootage
 
-        model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=cfg.landmarks, threads=cfg.threads,
-                                 detect_every=cfg.detect_every, device=cfg.device)
+        model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=mc.landmarks, threads=rt.threads,
+                                 detect_every=mc.detect_every, device=rt.device)
     else:
         from engine.checkpoint import checkpoint_system
         from engine.frame_models import open_instancehmr, open_poseguided
 
-        if cfg.checkpoint is None or not cfg.checkpoint.is_file():
-            raise ModelFileError(f"checkpoint not found: {cfg.checkpoint}; pass --checkpoint with an InstanceHMR, "
+        if mc.checkpoint is None or not mc.checkpoint.is_file():
+            raise ModelFileError(f"checkpoint not found: {mc.checkpoint}; pass --checkpoint with an InstanceHMR, "
                                  "3DCrowdNet or JOTR weights file")
-        system = checkpoint_system(cfg.checkpoint)
+        system = checkpoint_system(mc.checkpoint)
         if system == "instancehmr":
-            if cfg.landmarks != DEFAULT_LANDMARKS or cfg.detect_every != DEFAULT_DETECT_EVERY:
-                raise ConfigError(f"{cfg.checkpoint.name} is an InstanceHMR checkpoint (bottom-up, no 2D poses): "
+            if mc.landmarks != DEFAULT_LANDMARKS or mc.detect_every != DEFAULT_DETECT_EVERY:
+                raise ConfigError(f"{mc.checkpoint.name} is an InstanceHMR checkpoint (bottom-up, no 2D poses): "
                                   "--landmarks and --detect-every do not apply")
-            model = open_instancehmr(_int8_if_passed(cfg), cfg.backend, threads=cfg.threads,
-                                     synthetic_demo=cfg.model == "demo", device=cfg.device)
+            model = open_instancehmr(_int8_if_passed(cfg), rt.backend, threads=rt.threads,
+                                     synthetic_demo=mc.name == "demo", device=rt.device)
         else:  # 3DCrowdNet / JOTR: guided by the real-footage tracker's 2D poses
-            model = open_poseguided(cfg.checkpoint, system, REALFOOTAGE_DIR, body, backend=cfg.backend,
-                                    landmarks=cfg.landmarks, threads=cfg.threads, detect_every=cfg.detect_every,
-                                    device=cfg.device)
+            model = open_poseguided(mc.checkpoint, system, REALFOOTAGE_DIR, body, backend=rt.backend,
+                                    landmarks=mc.landmarks, threads=rt.threads, detect_every=mc.detect_every,
+                                    device=rt.device)
     log.info("model ready in %.1f s: %s, body %s", time.perf_counter() - t, model.info.title, type(body).__name__)
     return model, body
 
@@ -107,12 +110,12 @@ def open_model(cfg: AppCfg):
 def _int8_if_passed(cfg: AppCfg):
     """An exported InstanceHMR .onnx on the CPU runs its INT8 sibling (``python -m export onnx --int8``) when that
     file was quantised from exactly this one and its stored people-parity report passes the rule; else the file."""
-    path = cfg.checkpoint
-    if path is None or path.suffix.lower() != ".onnx" or cfg.backend not in ("auto", "onnxruntime"):
+    path, rt = cfg.model.checkpoint, cfg.runtime
+    if path is None or path.suffix.lower() != ".onnx" or rt.backend not in ("auto", "onnxruntime"):
         return path
     from engine.runtime.device import ort_gpu_providers, parse_device
 
-    if parse_device(cfg.device).kind == "cuda" or (cfg.device == "auto" and ort_gpu_providers()):
+    if parse_device(rt.device).kind == "cuda" or (rt.device == "auto" and ort_gpu_providers()):
         return path  # INT8 is the CPU path; GPUs run FP16
     from export.int8 import int8_for
 
@@ -120,6 +123,17 @@ def _int8_if_passed(cfg: AppCfg):
     if quantized is not None:
         log.info("INT8: running %s (people parity passed against %s)", quantized.name, path.name)
     return quantized or path
+
+
+def live_settings(cfg: AppCfg, default_threshold: float) -> LiveSettings:
+    """The window's live settings, starting from the config's values (``default_threshold``: the opened model's
+    own, used when no --threshold was given). The config stays the one source; these are the mutable copies the
+    UI changes while the pipeline reads them every frame."""
+    mc, view = cfg.model, cfg.render
+    return LiveSettings(threshold=default_threshold if mc.threshold is None else mc.threshold,
+                        max_people=mc.max_people, smooth=view.smooth, smooth_strength=view.smooth_strength,
+                        show_mesh=view.show_mesh, show_skeleton=view.show_skeleton, show_centers=view.show_centers,
+                        opacity=view.opacity)
 
 
 def live_faces(body, budget: int):
@@ -216,36 +230,34 @@ def build_session(cfg: AppCfg, render: bool, on_output=None, on_end=None) -> Ses
     # a file loses no frame, in the window too: played at its rate, reading waits for a slow model (the video
     # plays slower) instead of dropping frames; only cameras and live streams keep the newest frame
     every_frame = is_file
-    threshold = model.info.default_threshold if cfg.threshold is None else cfg.threshold
-    settings = LiveSettings(threshold=threshold, max_people=cfg.max_people, smooth=cfg.smooth,
-                            smooth_strength=cfg.smooth_strength, show_mesh=cfg.show_mesh,
-                            show_skeleton=cfg.show_skeleton, show_centers=cfg.show_centers, opacity=cfg.opacity)
+    settings = live_settings(cfg, model.info.default_threshold)
     images = isinstance(source, ImageListSource)
+    out = cfg.outputs
     # a live link plays a file at its frame rate even headless: the receiver animates in real time
-    pcfg = PipelineCfg(live=not every_frame, pace=is_file and not images and (not cfg.headless or cfg.vmc is not None),
-                       render=render or cfg.record is not None, max_frames=cfg.max_frames,
-                       live_faces=live_faces(body, cfg.live_faces), coarse_faces=coarse_faces(body, cfg.live_faces),
-                       temporal=not images)
+    pcfg = PipelineCfg(live=not every_frame, pace=is_file and not images and (not cfg.headless or out.vmc is not None),
+                       render=render or out.record is not None, max_frames=cfg.capture.max_frames,
+                       live_faces=live_faces(body, cfg.render.live_faces),
+                       coarse_faces=coarse_faces(body, cfg.render.live_faces), temporal=not images)
     sinks: list[Sink] = []
     npz = meshes = None
     stem = source.name
-    if cfg.save_npz is not None:
-        npz = NpzSink(cfg.save_npz, per_frame=isinstance(source, ImageListSource), stem=stem,
-                      save_verts=cfg.save_verts, fmt=cfg.npz_format)
+    if out.save_npz is not None:
+        npz = NpzSink(out.save_npz, per_frame=isinstance(source, ImageListSource), stem=stem,
+                      save_verts=out.save_verts, fmt=out.npz_format)
         sinks.append(npz)
-    if cfg.export_mesh is not None:
-        meshes = MeshExporter(cfg.export_mesh, cfg.mesh_format, cfg.mesh_space)
+    if out.export_mesh is not None:
+        meshes = MeshExporter(out.export_mesh, out.mesh_format, out.mesh_space)
         sinks.append(meshes)
     vmc = None
-    if cfg.vmc is not None:
-        vmc = VmcSink(cfg.vmc, VmcSkeleton.from_body(body), cfg.vmc_track)
+    if out.vmc is not None:
+        vmc = VmcSink(out.vmc, VmcSkeleton.from_body(body), out.vmc_track)
         sinks.append(vmc)
     anim = None
-    if cfg.export_anim is not None:
-        anim = AnimSink(cfg.export_anim, stem, source.fps, body, per_image=images)
+    if out.export_anim is not None:
+        anim = AnimSink(out.export_anim, stem, source.fps, body, per_image=images)
         sinks.append(anim)
     record = None
-    if cfg.record is not None:
-        record = RecordRequest(cfg.record, source.fps, block=every_frame, timed=source.live)
+    if out.record is not None:
+        record = RecordRequest(out.record, source.fps, block=every_frame, timed=source.live)
     pipe = Pipeline(source, model, body, settings, pcfg, sinks, record, on_output=on_output, on_end=on_end)
     return Session(cfg, source, pipe, settings, npz, meshes, vmc=vmc, anim=anim, record_request=record)

@@ -12,7 +12,6 @@ write the later ones.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -37,25 +36,26 @@ class AppServices:
     backends = BACKENDS
 
     def __init__(self, cfg: AppCfg) -> None:
-        self.live_faces = cfg.live_faces
-        self.npz_format = getattr(cfg, "npz_format", "flat")
+        self.live_faces = cfg.render.live_faces
+        self.npz_format = cfg.outputs.npz_format
 
     # ------------------------------------------------------------------ sessions
     def model_choice(self, session: Session) -> ModelChoice:
-        cfg = session.cfg
-        ck = str(cfg.checkpoint) if cfg.model == "instancehmr" and cfg.checkpoint is not None else None
-        return ModelChoice(cfg.model, ck, cfg.backend, cfg.landmarks)
+        mc = session.cfg.model
+        ck = str(mc.checkpoint) if mc.name == "instancehmr" and mc.checkpoint is not None else None
+        return ModelChoice(mc.name, ck, session.cfg.runtime.backend, mc.landmarks)
 
     def window_cfg(self, cfg: AppCfg, source: InputChoice | None = None, model: ModelChoice | None = None) -> AppCfg:
         """``cfg`` with another input and/or model and without the command-line outputs (module docstring)."""
-        fields = {f.name for f in dataclasses.fields(cfg)}
-        changes: dict[str, object] = {k: None for k in CLI_OUTPUTS if k in fields}
-        changes.update(save_verts=False, live_faces=self.live_faces)
+        groups: dict[str, dict[str, object]] = {
+            "outputs": {**dict.fromkeys(CLI_OUTPUTS), "save_verts": False},
+            "render": {"live_faces": self.live_faces}}
         if source is not None:
-            changes.update(input=source.path, camera=source.camera)
+            groups["capture"] = {"input": source.path, "camera": source.camera}
         if model is not None:
-            changes.update(model_fields(model), threshold=None)  # each model has its own tuned threshold
-        return dataclasses.replace(cfg, **changes)
+            groups.update(model_fields(model))
+            groups["model"] = {**groups["model"], "threshold": None}  # each model has its own tuned threshold
+        return cfg.changed(**groups)
 
     def build(self, current: Session, callbacks, source: InputChoice | None = None,
               model: ModelChoice | None = None) -> Session:
@@ -141,21 +141,24 @@ class AppServices:
         return files
 
 
-def model_fields(choice: ModelChoice) -> dict[str, object]:
-    """AppCfg fields for a model choice, with the checks ``build_cfg`` makes for the same flags."""
+def model_fields(choice: ModelChoice) -> dict[str, dict[str, object]]:
+    """The config changes for a model choice, by group (``{"model": ..., "runtime": ...}``, as
+    :meth:`AppCfg.changed` takes them), with the checks ``build_cfg`` makes for the same flags."""
+    runtime = {"backend": choice.backend}
     if choice.model == "realfootage":
         if choice.backend not in ("auto", "onnxruntime"):
             raise ConfigError(f"the realfootage model runs on ONNX Runtime, not {choice.backend}; choose backend auto")
-        return {"model": "realfootage", "checkpoint": None, "backend": choice.backend, "landmarks": choice.landmarks}
+        return {"model": {"name": "realfootage", "checkpoint": None, "landmarks": choice.landmarks},
+                "runtime": runtime}
     if choice.model == "demo":
-        return {"model": "demo", "checkpoint": DEMO_CHECKPOINT, "backend": choice.backend}
+        return {"model": {"name": "demo", "checkpoint": DEMO_CHECKPOINT}, "runtime": runtime}
     if choice.model == "instancehmr":
         if not choice.checkpoint:
             raise ConfigError("choose a checkpoint file of InstanceHMR, 3DCrowdNet or JOTR "
                               "(.pt/.pth/.pkl/.tar/.onnx/.engine) first")
         # landmarks: 3DCrowdNet/JOTR take their 2D poses from the tracker; InstanceHMR ignores the default
-        return {"model": "instancehmr", "checkpoint": Path(choice.checkpoint), "backend": choice.backend,
-                "landmarks": choice.landmarks}
+        return {"model": {"name": "instancehmr", "checkpoint": Path(choice.checkpoint),
+                          "landmarks": choice.landmarks}, "runtime": runtime}
     raise ConfigError(f"unknown model {choice.model!r}; choose realfootage, demo or a checkpoint")
 
 

@@ -169,4 +169,4 @@ def test_npz_format_flag(tmp_path):
         build_cfg(args)
     args = build_parser().parse_args(["--input", "x.mp4", "--headless", "--save-npz", str(tmp_path),
                                       "--npz-format", "romp"])
-    assert build_cfg(args).npz_format == "romp"
+    assert build_cfg(args).outputs.npz_format == "romp"

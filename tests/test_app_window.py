@@ -199,7 +199,7 @@ def test_settings_panel_applies_live_settings_faces_and_model(window, clips, tmp
     d.apply_model.click()
     assert d.busy.isVisible() and win.loading_bar.isVisible() and not d.apply_model.isEnabled()
     assert pump(app, lambda: "synthetic demo" in win.windowTitle() and win.frames_shown and frame_of(win)[1] >= 0
-                and win.session.cfg.model == "demo", 60), win.status.currentMessage()
+                and win.session.cfg.model.name == "demo", 60), win.status.currentMessage()
     assert pump(app, lambda: win.last_output is not None and win.last_output.frame.name == "alpha", 30)
     assert frame_of(win)[1] >= at  # continued where it was, not from the start
     assert win.session.settings.show_skeleton and not win.session.settings.smooth

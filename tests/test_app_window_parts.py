@@ -320,20 +320,21 @@ def test_window_sessions_drop_command_line_outputs_and_check_the_model(tmp_path)
     services = AppServices(cfg)
     services.live_faces = 700
     new = services.window_cfg(cfg, InputChoice(path="b.mp4"))
-    assert (new.input, new.camera, new.record, new.save_npz, new.export_mesh, new.live_faces) == (
-        "b.mp4", None, None, None, None, 700)
-    assert new.model == cfg.model and new.max_people == cfg.max_people
+    assert (new.capture.input, new.capture.camera, new.outputs.record, new.outputs.save_npz, new.outputs.export_mesh,
+            new.render.live_faces) == ("b.mp4", None, None, None, None, 700)
+    assert new.model == cfg.model and new.runtime == cfg.runtime
     cam = services.window_cfg(cfg, InputChoice(camera=2))
-    assert (cam.input, cam.camera) == (None, 2)
+    assert (cam.capture.input, cam.capture.camera) == (None, 2)
     demo = services.window_cfg(cfg, model=ModelChoice("demo", backend="onnxruntime"))
-    assert demo.model == "demo" and demo.checkpoint.is_file() and demo.backend == "onnxruntime"
+    assert demo.model.name == "demo" and demo.model.checkpoint.is_file() and demo.runtime.backend == "onnxruntime"
+    assert demo.model.threshold is None and demo.capture == cfg.capture  # the model's own threshold; same input
     with pytest.raises(ConfigError, match="ONNX Runtime"):
         model_fields(ModelChoice("realfootage", backend="tensorrt"))
     with pytest.raises(ConfigError, match="checkpoint"):
         model_fields(ModelChoice("instancehmr"))
-    assert cfg.out_dir == Path()  # R and S write under the current folder unless --out-dir says otherwise
+    assert cfg.outputs.out_dir == Path()  # R and S write under the current folder unless --out-dir says otherwise
     other = build_cfg(build_parser().parse_args(["--input", "a.mp4", "--headless", "--out-dir", str(tmp_path)]))
-    assert other.out_dir == tmp_path
+    assert other.outputs.out_dir == tmp_path
     (tmp_path / "clip.npz").write_bytes(b"x")
     (tmp_path / "clip-2.npz").write_bytes(b"x")
     assert free_stem(tmp_path, "clip", (".npz",)) == "clip-3" and free_stem(tmp_path, "new", (".npz",)) == "new"

@@ -47,8 +47,8 @@ def test_cli_flag_reaches_the_config(tmp_path):
     video = tmp_path / "v.mp4"
     video.write_bytes(b"x")
     base = ["--input", str(video), "--headless"]
-    assert build_cfg(build_parser().parse_args(base)).device == "auto"
-    assert build_cfg(build_parser().parse_args([*base, "--device", "cuda:1"])).device == "cuda:1"
+    assert build_cfg(build_parser().parse_args(base)).runtime.device == "auto"
+    assert build_cfg(build_parser().parse_args([*base, "--device", "cuda:1"])).runtime.device == "cuda:1"
     with pytest.raises(ConfigError, match="unknown device"):
         build_cfg(build_parser().parse_args([*base, "--device", "tpu"]))
 

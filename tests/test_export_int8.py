@@ -134,8 +134,6 @@ def test_rotation_error_is_the_geodesic_angle():
 def test_session_runs_the_int8_sibling_only_on_the_cpu(tmp_path, monkeypatch):
     """The app's choice: an exported .onnx on the CPU runs what ``int8_for`` approves; a GPU device, a checkpoint
     that is not ONNX, or an INT8 file that failed its rule keep the given file."""
-    from dataclasses import replace
-
     import export.int8 as int8
     from app.config import build_cfg, build_parser
     from app.session import _int8_if_passed
@@ -146,7 +144,7 @@ def test_session_runs_the_int8_sibling_only_on_the_cpu(tmp_path, monkeypatch):
                                                "--device", "cpu"]))
     monkeypatch.setattr(int8, "int8_for", lambda p: approved)
     assert _int8_if_passed(cfg) == approved
-    assert _int8_if_passed(replace(cfg, device="cuda")) == onnx_file
-    assert _int8_if_passed(replace(cfg, checkpoint=tmp_path / "m.pt")) == tmp_path / "m.pt"
+    assert _int8_if_passed(cfg.changed(runtime={"device": "cuda"})) == onnx_file
+    assert _int8_if_passed(cfg.changed(model={"checkpoint": tmp_path / "m.pt"})) == tmp_path / "m.pt"
     monkeypatch.setattr(int8, "int8_for", lambda p: None)  # missing, stale or failed its parity rule
     assert _int8_if_passed(cfg) == onnx_file

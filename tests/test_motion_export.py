@@ -509,7 +509,7 @@ def test_config_flag_and_unwritable_folder(tmp_path):
     clip.write_bytes(b"")
     cfg = build_cfg(build_parser().parse_args(["--input", str(clip), "--headless", "--export-anim",
                                                str(tmp_path / "anim")]))
-    assert cfg.export_anim == tmp_path / "anim"
+    assert cfg.outputs.export_anim == tmp_path / "anim"
     check_outputs(cfg)
     assert (tmp_path / "anim").is_dir()
     cfg = build_cfg(build_parser().parse_args(["--input", str(clip), "--headless", "--export-anim", str(clip)]))

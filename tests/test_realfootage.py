@@ -225,12 +225,13 @@ def test_model_selection_options():
     def cfg(*argv):
         return build_cfg(build_parser().parse_args(["--headless", "--input", "x.mp4", *argv]))
 
-    assert cfg().model == "realfootage" and cfg().checkpoint is None and cfg().landmarks == "full"
-    assert cfg("--landmarks", "lite").landmarks == "lite"
-    assert cfg("--checkpoint", "w.pkl").model == "instancehmr"
-    assert cfg("--checkpoint", "w.pkl", "--landmarks", "lite").landmarks == "lite"  # 3DCrowdNet/JOTR use it
-    demo = cfg("--model", "demo")
-    assert demo.model == "demo" and demo.checkpoint == DEMO_CHECKPOINT
+    default = cfg().model
+    assert default.name == "realfootage" and default.checkpoint is None and default.landmarks == "full"
+    assert cfg("--landmarks", "lite").model.landmarks == "lite"
+    assert cfg("--checkpoint", "w.pkl").model.name == "instancehmr"
+    assert cfg("--checkpoint", "w.pkl", "--landmarks", "lite").model.landmarks == "lite"  # 3DCrowdNet/JOTR use it
+    demo = cfg("--model", "demo").model
+    assert demo.name == "demo" and demo.checkpoint == DEMO_CHECKPOINT
     for bad in (["--model", "demo", "--checkpoint", "w.pkl"], ["--backend", "torch"],
                 ["--model", "demo", "--landmarks", "lite"], ["--detect-every", "0"]):
         with pytest.raises(ConfigError):

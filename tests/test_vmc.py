@@ -316,10 +316,10 @@ def test_vmc_flags_reach_the_config():
     parse = build_parser().parse_args
     base = ["--headless", "--input", "x.mp4"]
     cfg = build_cfg(parse([*base, "--vmc"]))
-    assert cfg.vmc == VmcTarget("127.0.0.1", 39539) and cfg.vmc_track is None
+    assert cfg.outputs.vmc == VmcTarget("127.0.0.1", 39539) and cfg.outputs.vmc_track is None
     cfg = build_cfg(parse([*base, "--vmc", ":40001", "--vmc-track", "3"]))
-    assert cfg.vmc == VmcTarget("127.0.0.1", 40001) and cfg.vmc_track == 3
-    assert build_cfg(parse(base)).vmc is None
+    assert cfg.outputs.vmc == VmcTarget("127.0.0.1", 40001) and cfg.outputs.vmc_track == 3
+    assert build_cfg(parse(base)).outputs.vmc is None
     with pytest.raises(ConfigError, match="needs --vmc"):
         build_cfg(parse([*base, "--vmc-track", "2"]))
     with pytest.raises(ConfigError, match=">= 0"):

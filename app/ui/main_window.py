@@ -370,7 +370,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ File menu, drag and drop, cameras
     def open_dialog(self, folder: bool = False) -> None:
-        start = str(Path(self.session.cfg.input).parent) if self.session.cfg.input else str(Path.cwd())
+        current = self.session.cfg.capture.input
+        start = str(Path(current).parent) if current else str(Path.cwd())
         if folder:
             path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a folder of images", start)
         else:

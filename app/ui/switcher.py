@@ -55,10 +55,10 @@ class SwitchResult:
 
 def camera_index(session: Session) -> int | None:
     """The camera a session reads, or None for files and streams."""
-    cfg = session.cfg
-    if cfg.input is not None:
+    cap = session.cfg.capture
+    if cap.input is not None:
         return None
-    return cfg.camera if cfg.camera is not None else 0
+    return cap.camera if cap.camera is not None else 0
 
 
 class SessionSwitcher(QtCore.QObject):
