@@ -31,6 +31,7 @@ from .capture import CaptureThread, Frame, FrameSource, ReconnectingSource
 from .paths import shown
 from .recording import VideoRecorder
 from .render import CenterAnnotator, MeshAnnotator, Scene, SkeletonAnnotator, render_overlay
+from .render.lod import tiny_faces
 from .render.projection import person_boxes
 from .smoothing import PeopleSmoother
 from .stages import Handoff, Stage
@@ -71,7 +72,8 @@ class Pipeline:
         self.stats = Stats()
         self.tracker = Tracker()
         self.smoother = PeopleSmoother(settings.smooth_strength)
-        self.mesh_annotator = MeshAnnotator(settings.opacity, faces=cfg.live_faces, coarse_faces=cfg.coarse_faces)
+        self.mesh_annotator = MeshAnnotator(settings.opacity, faces=cfg.live_faces, coarse_faces=cfg.coarse_faces,
+                                            tiny_faces=tiny_faces(body) if body is not None else None)
         self.error: BaseException | None = None
         self.finished = threading.Event()
         self.recorder: VideoRecorder | None = None

@@ -107,11 +107,12 @@ def densify(scenes: list, copies: int) -> list:
     return out
 
 
-def replay(scenes: list, repeat: int, live_budget: int) -> dict:
+def replay(scenes: list, repeat: int, live_budget: int, tiny: int) -> dict:
     """Median ms per stage over every frame of every repeat (a fresh tracker and smoother each repeat)."""
     import torch
 
     from app.render import MeshAnnotator, Scene, render_overlay
+    from app.render.lod import tiny_faces
     from app.render.projection import person_boxes
     from app.session import coarse_faces, live_faces
     from app.smoothing import PeopleSmoother
@@ -121,29 +122,35 @@ def replay(scenes: list, repeat: int, live_budget: int) -> dict:
 
     torch.set_num_threads(1)  # as the app's render thread runs beside the model thread
     body = create_body_model("anny")
-    mesh = MeshAnnotator(0.8, faces=live_faces(body, live_budget), coarse_faces=coarse_faces(body, live_budget))
+    mesh = MeshAnnotator(0.8, faces=live_faces(body, live_budget), coarse_faces=coarse_faces(body, live_budget),
+                         tiny_faces=tiny_faces(body, tiny) if tiny > 0 else None)
     times: dict[str, list[float]] = {"track_smooth": [], "body_model": [], "render": [], "total": []}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
     faces_drawn: list[int] = []
     for _ in range(repeat):
         tracker, smoother = Tracker(), PeopleSmoother(1.0)
         for k, (img, people, box) in enumerate(scenes):
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             centers, sizes = person_boxes(people.cam, box)
             upd = tracker.update(centers, sizes, people.cam[:, 0], people.body_pose)
             p = replace(people, track_ids=upd.ids)
             smoother.drop(upd.ended)
             p = smoother.apply(p, k / 10.0)
-            t1 = time.perf_counter()
+            c1, t1 = time.thread_time(), time.perf_counter()
             meshes = people_to_meshes(p, body, box)
-            t2 = time.perf_counter()
+            c2, t2 = time.thread_time(), time.perf_counter()
             render_overlay(img, Scene(p, meshes, box), [mesh])
-            t3 = time.perf_counter()
-            for name, dt in (("track_smooth", t1 - t0), ("body_model", t2 - t1), ("render", t3 - t2),
-                             ("total", t3 - t0)):
+            c3, t3 = time.thread_time(), time.perf_counter()
+            for name, dt, dc in (("track_smooth", t1 - t0, c1 - c0), ("body_model", t2 - t1, c2 - c1),
+                                 ("render", t3 - t2, c3 - c2), ("total", t3 - t0, c3 - c0)):
                 times[name].append(dt * 1e3)
+                cpu[name].append(dc * 1e3)
             faces_drawn.append(mesh.last_faces_drawn)
     return {"median_ms": {k: round(statistics.median(v), 2) for k, v in times.items()},
             "p90_ms": {k: round(float(np.percentile(v, 90)), 2) for k, v in times.items()},
+            # this thread's CPU time: the stages without waits for other processes (a busy machine's slower cores
+            # still show in it)
+            "median_cpu_ms": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
             "faces_drawn_median": int(statistics.median(faces_drawn))}
 
 
@@ -154,6 +161,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3, help="replays of the collected frames (medians over all)")
     ap.add_argument("--live-faces", type=int, default=1600, help="the app's --live-faces budget")
+    ap.add_argument("--tiny-faces", type=int, default=None, help="faces of the level for people under 120 px "
+                    "(default: the app's, app.render.lod.TINY_FACES; 0 = no such level)")
     ap.add_argument("--copies", type=int, help="repeat each person this many times, side-shifted (default: "
                     "the scenario's)")
     ap.add_argument("--cache", type=Path, help="store the collected detections here, or reuse them if present")
@@ -172,7 +181,10 @@ def main() -> int:
     scenes = densify(scenes, copies)
     people = [len(p) for _, p, _ in scenes]
     load_before = os.getloadavg()
-    res = replay(scenes, args.repeat, args.live_faces)
+    from app.render.lod import TINY_FACES
+
+    tiny = TINY_FACES if args.tiny_faces is None else args.tiny_faces
+    res = replay(scenes, args.repeat, args.live_faces, tiny)
     result = {
         "scenario": args.scenario + (f" (x{copies})" if copies > 1 else ""), "clip": args.input.name,
         "frames": len(scenes), "repeat": args.repeat,
@@ -183,7 +195,8 @@ def main() -> int:
         "python": platform.python_version(),
         "load_avg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "settings": "torch 1 thread, opacity 0.8, mesh only, Anny body, live faces "
-                    f"{args.live_faces} (coarse {args.live_faces // 2})",
+                    f"{args.live_faces} (coarse {args.live_faces // 2} below 220 px"
+                    + (f", tiny {tiny} below 120 px)" if tiny > 0 else ")"),
     }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -249,13 +249,14 @@ def reference_visible(tri: np.ndarray, depth: np.ndarray, h: int, w: int, dilate
     return best
 
 
-@pytest.mark.parametrize("dilate", [0.0, 0.5])
-def test_vectorised_raster_matches_brute_force(dilate):
+@pytest.mark.parametrize(("dilate", "spread"), [(0.0, 5), (0.5, 5), (0.5, 7.5)])
+def test_vectorised_raster_matches_brute_force(dilate, spread):
     rng = np.random.default_rng(3)
     h, w = 40, 56
     centres = rng.uniform([-4, -4], [w + 4, h + 4], (120, 1, 2))
-    # both windings, some off the raster; bounding boxes under 11 px so that every face takes the numpy path
-    tri = (centres + rng.uniform(-5, 5, (120, 3, 2))).astype(np.float32)
+    # both windings, some off the raster; bounding boxes up to 11 or 16 px so that every face takes the numpy path
+    # (every template size, the largest included)
+    tri = (centres + rng.uniform(-spread, spread, (120, 3, 2))).astype(np.float32)
     depth = rng.uniform(1, 5, 120).astype(np.float32)
     got = visible_faces(tri, depth, h, w, big_px=10**9, dilate=dilate)
     want = reference_visible(tri, depth, h, w, dilate)

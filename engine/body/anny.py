@@ -233,17 +233,13 @@ class AnnyBody(BodyModel):
         """
         batch = pose.shape[0]
         eager = not torch.jit.is_tracing()  # a traced/exported graph keeps the plain dense form
-        if eager and batch > 1 and bool((shape == shape[:1]).all()):
-            # everyone has the same shape (the app passes the default): blend the rest mesh once, not per person
-            coeffs = self.blend_coefficients(shape[:1])
-            rest_vertices = (self.template_vertices + (coeffs @ self.blendshapes).reshape(1, -1, 3)).expand(
-                batch, -1, -1)
-            rest_heads = (self.template_heads + (coeffs @ self.head_blendshapes).reshape(1, -1, 3)).expand(
-                batch, -1, -1)
+        if eager and batch > 0 and bool((shape == shape[:1]).all()):
+            # everyone has the same shape (the app passes the default): the shaped rest mesh, rest heads and arm
+            # swings are computed once and shared, and come from a cache unless the shape needs gradients
+            one = self._shape_rest(shape[:1]) if shape.requires_grad else self._shaped(shape[:1])
+            rest_vertices, rest_heads, bone_swings = (t.expand(batch, *t.shape[1:]) for t in one)
         else:
-            coeffs = self.blend_coefficients(shape)
-            rest_vertices = self.template_vertices + (coeffs @ self.blendshapes).reshape(batch, -1, 3)
-            rest_heads = self.template_heads + (coeffs @ self.head_blendshapes).reshape(batch, -1, 3)
+            rest_vertices, rest_heads, bone_swings = self._shape_rest(shape)
 
         rotvecs = pose.reshape(batch, 24, 3)
         local = lbs.batch_rodrigues(rotvecs.reshape(-1, 3)).reshape(batch, 24, 3, 3)
@@ -253,32 +249,66 @@ class AnnyBody(BodyModel):
         partial_world = torch.matmul(smpl_world[:, self.partial_parent], part_local)
         sources = torch.cat([smpl_world, partial_world], dim=1)
 
-        seg = rest_heads[:, self.swing_end] - rest_heads[:, self.swing_start]  # [B, 6, 3]
-        seg = seg / torch.sqrt(torch.clamp((seg * seg).sum(-1, keepdim=True), min=1e-12))
-        swings = lbs.swing_rotation(seg, self.swing_target.expand_as(seg))
-        eye = torch.eye(3, dtype=swings.dtype, device=swings.device).expand(batch, 1, 3, 3)
-        swings = torch.cat([eye, swings], dim=1)
-
-        world_rot = torch.matmul(sources[:, self.rot_index], swings[:, self.swing_index])
+        world_rot = torch.matmul(sources[:, self.rot_index], bone_swings)
         root = self.pelvis_offset.expand(batch, 3)
         heads = lbs.posed_heads(world_rot, rest_heads, self.parents, self.ancestors, root)
         weights = self._sparse_skin() if eager else self.skin_weights
         vertices = lbs.linear_blend_skinning(rest_vertices, weights, world_rot, rest_heads, heads)
         return PosedBones(vertices, heads, world_rot, rest_vertices, rest_heads)
 
+    def _shape_rest(self, shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Everything that depends on the shape only: rest vertices [B, V, 3], rest heads [B, J, 3] and each
+        bone's arm swing [B, J, 3, 3] (see the module docstring)."""
+        batch = shape.shape[0]
+        coeffs = self.blend_coefficients(shape)
+        rest_vertices = self.template_vertices + (coeffs @ self.blendshapes).reshape(batch, -1, 3)
+        rest_heads = self.template_heads + (coeffs @ self.head_blendshapes).reshape(batch, -1, 3)
+        seg = rest_heads[:, self.swing_end] - rest_heads[:, self.swing_start]  # [B, 6, 3]
+        seg = seg / torch.sqrt(torch.clamp((seg * seg).sum(-1, keepdim=True), min=1e-12))
+        swings = lbs.swing_rotation(seg, self.swing_target.expand_as(seg))
+        eye = torch.eye(3, dtype=swings.dtype, device=swings.device).expand(batch, 1, 3, 3)
+        swings = torch.cat([eye, swings], dim=1)
+        return rest_vertices, rest_heads, swings[:, self.swing_index]
+
+    def _shaped(self, shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_shape_rest` of one shape [1, num_shape], cached by value.
+
+        The blend is a [1, C] x [C, 3V] product plus the swing chain, ~0.7 ms per frame on one core, and the app
+        poses every person with the same (default) shape, frame after frame. A few shapes are kept; moving the
+        module (``.to()``) clears them. Callers skip the cache for a shape that needs gradients.
+        """
+        # inference-mode tensors cannot join autograd later: those made inside the mode are kept apart
+        key = (shape.cpu().numpy().tobytes(), shape.dtype, self.template_vertices.device,
+               torch.is_inference_mode_enabled())
+        cache: dict = self.__dict__.setdefault("_shape_cache", {})
+        hit = cache.get(key)
+        if hit is None:
+            hit = self._shape_rest(shape)
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = hit
+        return hit
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.pop("_shape_cache", None)  # cached tensors follow the old buffers' device and dtype
+        self.__dict__.pop("_skin_csr", None)
+        return super()._apply(fn, *args, **kwargs)
+
     def _sparse_skin(self) -> torch.Tensor:
-        """The skinning weights as a sparse CSR matrix (cached per device).
+        """The skinning weights as a sparse CSR matrix (cached).
 
         A vertex follows ~3 of the 104 bones, so the dense [V, J] product does ~30x the needed work: for a crowd of
         47 that was ~25 ms of the body stage, sparse ~5 ms.
         """
         w = self.skin_weights
-        cached = getattr(self, "_skin_csr", None)
-        if cached is None or cached.device != w.device or cached.dtype != w.dtype:
+        # one per device/dtype, and apart for inference mode: a matrix made inside it cannot join autograd later
+        key = (w.device, w.dtype, torch.is_inference_mode_enabled())
+        cache: dict = self.__dict__.setdefault("_skin_csr", {})
+        cached = cache.get(key)
+        if cached is None:
             with warnings.catch_warnings():  # "sparse CSR support is in beta": used for one product only
                 warnings.simplefilter("ignore", UserWarning)
-                cached = w.to_sparse_csr()
-            self._skin_csr = cached
+                cached = cache[key] = w.to_sparse_csr()
         return cached
 
     def forward(self, global_orient: torch.Tensor, body_pose: torch.Tensor, shape: torch.Tensor | None = None,
