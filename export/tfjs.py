@@ -1044,6 +1044,7 @@ class Recipe:
     description: str
     dynamic_batch: bool = False
     parity_batch: int = 1
+    dynamic_size: int = 0  # > 0: after parity, height and width become symbolic (multiples of this); see dynamic_size
 
 
 RECIPES = [
@@ -1067,7 +1068,8 @@ RECIPES = [
            "0.71-0.84 and 16-30 with the human library's RGB / 255; BGR beat RGB with either scaling",
            (-2.0, 2.2), "Apache-2.0 (RangiLyu/nanodet)",
            "NanoDet-m COCO detector: per stride (8, 16, 32) sigmoid class scores [1, HW, 80] and box distributions "
-           "[1, HW, 44] (4 sides x 11 bins, softmax + integral = distance in stride units)"),
+           "[1, HW, 44] (4 sides x 11 bins, softmax + integral = distance in stride units); trained at 416x416, "
+           "runs at any height and width that are multiples of 32", dynamic_size=32),
 ]
 # Converts with parity but is not shipped: no licence file could be found for its upstream repository.
 CENTERNET = Recipe("centernet.onnx", "centernet.json", ["keypoints=tower_0/keypoints", "wh=tower_0/wh"], "input",
@@ -1207,6 +1209,13 @@ def build_model(recipe: Recipe, package: Path, output_dir: Path, parity: int = 3
         "fp16_storage": fp16, "parity": report.as_dict(),
         "rebuild": "python -m export realfootage",
     })
+    if recipe.dynamic_size:
+        from .dynamic_size import make_file_size_dynamic
+
+        spatial = make_file_size_dynamic(out, [x for _, x in _sample_inputs(recipe, max(parity, 1))],
+                                         recipe.dynamic_size)
+        prov["input"]["shape"] = [*prov["input"]["shape"][:2], "height", "width"]
+        prov["input"]["spatial"] = spatial
     model = onnx.load(str(out))
     set_provenance(model, prov)
     onnx.save(model, str(out))
@@ -1272,7 +1281,17 @@ def _write_parity(output_dir: Path, built: list[BuiltModel]) -> None:
                   "| output | shape | max abs | max rel |", "|---|---|---|---|"]
         lines += [f"| {o.name} | {o.shape} | {o.max_abs:.2e} | {o.max_rel:.2e} |" for o in b.parity.outputs]
         lines.append("")
+        spatial = b.provenance.get("input", {}).get("spatial")
+        if spatial:
+            lines += [_spatial_line(spatial), ""]
     (output_dir / "PARITY.md").write_text("\n".join(lines))
+
+
+def _spatial_line(spatial: dict[str, Any]) -> str:
+    return (f"Input height and width: any multiples of {spatial['multiple_of']}. Parity above is at the exported "
+            f"size; after it the graph was made size-dynamic: {spatial['how']}. At the exported size the "
+            f"rewritten graph matches the fixed-size one to {spatial['same_as_fixed_size_max_abs']:.1e} (max abs, "
+            f"{spatial['checked_inputs']} inputs).")
 
 
 def build_realfootage(output_dir: str | Path, package_dir: str | Path | None = None, parity: int = 3,

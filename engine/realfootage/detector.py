@@ -2,8 +2,13 @@
 
 Why a COCO detector in front of BlazePose: BlazePose's own detector is face-anchored and trained for close range;
 on street footage it misses small, distant and back-turned people. NanoDet is anchor-free (GFL head): every cell of
-three feature maps (strides 8, 16, 32 over a 416x416 input) gives 80 class scores (already sigmoid) and, per box
-side, a distribution over 0..reg_max cell units whose expectation is the distance from the cell to that side.
+three feature maps (strides 8, 16, 32) gives 80 class scores (already sigmoid) and, per box side, a distribution
+over 0..reg_max cell units whose expectation is the distance from the cell to that side.
+
+The network was trained at 416x416. The bundled file takes any height and width that are multiples of 32
+(``python -m export realfootage`` rewrites its fixed-size upsampling; see export/dynamic_size.py), so the frame is
+letterboxed to 416 on its long side and only padded up to the next multiple of 32 on the short one: a 4:3 frame
+costs three quarters of a square pass and a 16:9 frame under two thirds, with the same pixels per person.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ PERSON = 0
 NANODET_MEAN = (103.53, 116.28, 123.675)
 NANODET_STD = (57.375, 57.12, 58.395)
 STRIDES = (8, 16, 32)
+TRAINED_SIZE = 416  # long side of the letterboxed input (the size the network was trained at)
 # a cell's reference point is its centre: measured on hand-boxed vtest frames, the cell corner shifts every box
 # up-left by half a stride (recall at IoU 0.5: 0.64 with the corner)
 CELL_OFFSET = 0.5
@@ -68,37 +74,57 @@ class PersonDetector:
     """NanoDet on a letterboxed frame (keeps the aspect ratio: people are not squashed).
 
     Args:
-        graph: the converted detector with outputs ``cls_8/16/32`` [1, HW, 80] and ``box_8/16/32`` [1, HW, 4*(R+1)].
+        graph: the converted detector with outputs ``cls_8/16/32`` [1, HW, 80] and ``box_8/16/32`` [1, HW, 4*(R+1)];
+            its input is NCHW, square and fixed or with symbolic height and width.
         mean / std: per-channel input normalisation in the channel order the network expects (BGR for NanoDet),
             from the model's provenance record.
         iou: NMS overlap above which the weaker box is dropped.
+        size: long side of the input when the graph takes any size (a fixed-size graph uses its own).
     """
 
     OUTPUTS = tuple(f"{k}_{s}" for k in ("cls", "box") for s in STRIDES)
 
     def __init__(self, graph: OnnxGraph, mean: tuple[float, float, float] = NANODET_MEAN,
-                 std: tuple[float, float, float] = NANODET_STD, bgr: bool = True, iou: float = 0.5) -> None:
+                 std: tuple[float, float, float] = NANODET_STD, bgr: bool = True, iou: float = 0.5,
+                 size: int = TRAINED_SIZE) -> None:
         self.graph = graph
         self.input_name = graph.input_names[0]
-        shape = graph.input_shapes[self.input_name]
-        self.size = int(shape[-1])
+        h, w = graph.input_shapes[self.input_name][-2:]
+        self.fixed = isinstance(h, int) and isinstance(w, int)  # an older square export
+        self.size = int(w) if self.fixed else int(size)
+        if self.size % STRIDES[-1]:
+            raise ValueError(f"detector input size {self.size} is not a multiple of {STRIDES[-1]}")
         self.mean = np.asarray(mean, np.float32)
         self.inv_std = 1.0 / np.asarray(std, np.float32)
         self.bgr = bgr
         self.iou = iou
-        self._grids = {s: self._grid(s) for s in STRIDES}
+        self._grids: dict[tuple[int, int, int], np.ndarray] = {}
 
-    def _grid(self, stride: int) -> np.ndarray:
-        n = self.size // stride
-        ys, xs = np.divmod(np.arange(n * n), n)
-        return (np.stack([xs, ys], axis=1).astype(np.float32) + CELL_OFFSET) * stride
+    def _grid(self, stride: int, height: int, width: int) -> np.ndarray:
+        """Cell centres (input pixels) of one stride's feature map, row-major as the network flattens it."""
+        key = (stride, height, width)
+        if key not in self._grids:
+            rows, cols = height // stride, width // stride
+            ys, xs = np.divmod(np.arange(rows * cols), cols)
+            self._grids[key] = (np.stack([xs, ys], axis=1).astype(np.float32) + CELL_OFFSET) * stride
+        return self._grids[key]
+
+    def input_hw(self, height: int, width: int) -> tuple[int, int]:
+        """The network input (height, width) for a frame: the long side at ``size``, the short side padded up to
+        a multiple of 32 (square for a fixed-size graph)."""
+        if self.fixed:
+            return self.size, self.size
+        k = self.size / max(height, width)
+        step = STRIDES[-1]
+        return (max(step, -(-round(height * k) // step) * step), max(step, -(-round(width * k) // step) * step))
 
     def preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, float]:
-        """Letterbox to the top-left of a size x size canvas: (NCHW float32 [1, 3, S, S], frame->input scale)."""
+        """Letterbox to the top-left of the input canvas: (NCHW float32 [1, 3, H, W], frame->input scale)."""
         h, w = frame_bgr.shape[:2]
         k = self.size / max(h, w)
         nw, nh = max(1, round(w * k)), max(1, round(h * k))
-        canvas = np.zeros((self.size, self.size, 3), np.float32)
+        ih, iw = self.input_hw(h, w)
+        canvas = np.zeros((ih, iw, 3), np.float32)
         img = cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
         if not self.bgr:
             img = img[:, :, ::-1]
@@ -107,6 +133,7 @@ class PersonDetector:
 
     def __call__(self, frame_bgr: np.ndarray, threshold: float, max_people: int = 64) -> Detections:
         x, k = self.preprocess(frame_bgr)
+        ih, iw = x.shape[2:]
         out = self.graph.run({self.input_name: x})
         boxes, scores = [], []
         for s in STRIDES:
@@ -118,7 +145,7 @@ class PersonDetector:
             dist = np.exp(dist - dist.max(axis=2, keepdims=True))
             dist /= dist.sum(axis=2, keepdims=True)
             d = (dist @ np.arange(dist.shape[2], dtype=np.float32)) * s  # [K, 4] left, top, right, bottom
-            c = self._grids[s][keep]
+            c = self._grid(s, ih, iw)[keep]
             boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1))
             scores.append(cls[keep])
         if not boxes:

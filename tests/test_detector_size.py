@@ -1,0 +1,117 @@
+"""The detector at the frame's own aspect: the size-dynamic rewrite of fixed-size graphs, and the bundled
+detector on rectangular inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from app.config import REALFOOTAGE_DIR
+from engine.errors import ExportError
+from engine.realfootage.detector import PersonDetector, iou_matrix
+from engine.realfootage.tracker import match_boxes
+from engine.runtime.graph import OnnxGraph
+from export.dynamic_size import make_file_size_dynamic, make_size_dynamic
+
+DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+needs_data = pytest.mark.skipif(not (DATA / "vtest.avi").is_file(), reason="apt-get install -y opencv-doc")
+
+
+def _fixed_graph(up: tuple[int, int] = (32, 32)) -> onnx.ModelProto:
+    """[1, 3, 32, 32] -> stride-2 conv -> upsample to ``up`` (size from Shape + constant, as the TF.js converter
+    writes it) -> downsample to half that -> output, like the detector's FPN path."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Shape", ["c"], ["shape"]),
+             helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
+             helper.make_node("Concat", ["nc", "up"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["c", "", "", "sizes"], ["u"], mode="linear",
+                              coordinate_transformation_mode="half_pixel", name="up"),
+             helper.make_node("Concat", ["nc", "down"], ["sizes2"], axis=0),
+             helper.make_node("Resize", ["u", "", "", "sizes2"], ["y"], mode="linear",
+                              coordinate_transformation_mode="half_pixel", name="down")]
+    inits = [w, numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array(up, np.int64), "up"),
+             numpy_helper.from_array(np.array(up, np.int64) // 2, "down")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, up[0] // 2, up[1] // 2])],
+                          inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_dynamic_rewrite_is_exact_at_the_exported_size_and_runs_at_others():
+    fixed = _fixed_graph()
+    dynamic = make_size_dynamic(fixed)
+    x = np.random.default_rng(1).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(_run(dynamic, x), _run(fixed, x), atol=1e-6)
+    # the fixed graph cannot take another size; the rewritten one gives the scaled output
+    wide = np.random.default_rng(2).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    assert _run(dynamic, wide).shape == (1, 4, 32, 48)
+    assert not any(n.op_type in ("Shape", "Slice", "Concat") for n in dynamic.graph.node)  # old size maths gone
+    dims = dynamic.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims[2:]] == ["height", "width"]
+
+
+def test_dynamic_rewrite_refuses_a_size_that_is_no_whole_scale():
+    with pytest.raises(ExportError, match="neither a whole number"):
+        make_size_dynamic(_fixed_graph(up=(24, 24)))  # 16 -> 24: x1.5
+
+
+def test_file_rewrite_checks_equivalence_and_records_how(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(_fixed_graph(), str(path))
+    x = np.random.default_rng(3).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    record = make_file_size_dynamic(path, [x], multiple_of=2)
+    assert record["height_width"] == "dynamic" and record["same_as_fixed_size_max_abs"] < 1e-5
+    assert _run(onnx.load(str(path)), np.zeros((1, 3, 40, 40), np.float32)).shape == (1, 4, 20, 20)
+
+
+def _detector() -> PersonDetector:
+    return PersonDetector(OnnxGraph(REALFOOTAGE_DIR / "nanodet.onnx", (), PersonDetector.OUTPUTS, 1,
+                                    providers=["CPUExecutionProvider"]))
+
+
+def test_bundled_detector_takes_the_frames_aspect():
+    det = _detector()
+    assert not det.fixed
+    assert det.input_hw(576, 768) == (320, 416)  # 4:3
+    assert det.input_hw(720, 1280) == (256, 416)  # 16:9
+    assert det.input_hw(1280, 720) == (416, 256)  # portrait
+    assert det.input_hw(100, 100) == (416, 416)
+    x, k = det.preprocess(np.zeros((720, 1280, 3), np.uint8))
+    assert x.shape == (1, 3, 256, 416) and k == pytest.approx(416 / 1280)
+
+
+@needs_data
+def test_rectangular_input_finds_what_the_square_input_finds():
+    """The same network on the 4:3 frame letterboxed to 416x320 and to 416x416: the same people, the same boxes."""
+    det = _detector()
+    cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
+    frames = []
+    for i in range(300):
+        ok, frame = cap.read()
+        if ok and i % 100 == 0:
+            frames.append(frame)
+    cap.release()
+    for frame in frames:
+        rect = det(frame, 0.35)
+        det.input_hw = lambda h, w: (416, 416)  # force the square canvas on the same network
+        square = det(frame, 0.35)
+        del det.input_hw
+        assert len(square) >= 3
+        pairs = match_boxes(iou_matrix(square.boxes, rect.boxes), 0.5)
+        assert len(pairs) >= len(square) - 1 and abs(len(rect) - len(square)) <= 1
+        assert np.median(iou_matrix(square.boxes, rect.boxes)[pairs[:, 0], pairs[:, 1]]) > 0.9
