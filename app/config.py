@@ -26,7 +26,10 @@ DEMO_CHECKPOINT = ROOT / "assets" / "models" / "demo_mobilenetv3.pt"
 REALFOOTAGE_DIR = ROOT / "assets" / "models" / "realfootage"
 MODELS = ("realfootage", "demo")
 DEFAULT_LANDMARKS = "full"
-DEFAULT_DETECT_EVERY = 2
+DEFAULT_DETECT_EVERY = 2  # on its own thread (DEFAULT_DETECT_LAG): recall 0.81 on hand-boxed video; every 4th: 0.79
+DEFAULT_LANDMARK_BUDGET = 2.0  # landmark crops per frame on average: what keeps 5+ people live on 2 CPU cores
+DEFAULT_DETECT_LAG = 2  # frames a background detector pass has (it runs beside the landmark crops, on the other core)
+TRACKER_OPTIONS = "--landmarks, --detect-every, --detect-lag and --landmark-budget"
 DEMO_DIR = ROOT / "assets" / "demo"
 # OpenCV reads an index >= 100 as backend*100 + camera (200 = camera 0 through V4L2), so a few thousand is the most
 # that can mean anything; past 2**31 cv2 fails with an overload traceback
@@ -53,9 +56,9 @@ class ModelChoiceCfg:
     people model and body model run, and which people they report.
 
     name: "realfootage", "demo" or "instancehmr" (a ``--checkpoint`` file, whose system is told when it is opened).
-    checkpoint: that file (the bundled one for "demo"; None for "realfootage"). landmarks, detect_every: the
-    real-footage tracker's options (3DCrowdNet/JOTR checkpoints use the same tracker). threshold (None: the model's
-    own tuned value) and max_people are only the starting values of the live
+    checkpoint: that file (the bundled one for "demo"; None for "realfootage"). landmarks, detect_every,
+    landmark_budget, detect_lag: the real-footage tracker's options (3DCrowdNet/JOTR checkpoints use the same tracker).
+    threshold (None: the model's own tuned value) and max_people are only the starting values of the live
     :class:`~app.types.LiveSettings`, which the window changes while running.
     """
 
@@ -63,6 +66,8 @@ class ModelChoiceCfg:
     checkpoint: Path | None
     landmarks: str
     detect_every: int
+    landmark_budget: float
+    detect_lag: int
     body_model: str
     smpl_dir: Path | None
     threshold: float | None
@@ -149,6 +154,12 @@ class AppCfg:
         return replace(self, **{g: replace(getattr(self, g), **fields) for g, fields in groups.items()})
 
 
+def tracker_options_given(mc: ModelChoiceCfg) -> bool:
+    """Whether any landmark-tracker option differs from its default (they mean nothing to InstanceHMR)."""
+    return (mc.landmarks, mc.detect_every, mc.landmark_budget, mc.detect_lag) != (
+        DEFAULT_LANDMARKS, DEFAULT_DETECT_EVERY, DEFAULT_LANDMARK_BUDGET, DEFAULT_DETECT_LAG)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage mistakes end like every other failure: one ``error:`` line and exit code 2 (a ConfigError), instead of
     argparse's 16-line usage dump before a ``run_app.py: error:`` line."""
@@ -180,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--detect-every", type=int, default=None, metavar="N",
                    help=f"realfootage: look for new people every N frames while people are tracked (default "
                         f"{DEFAULT_DETECT_EVERY})")
+    m.add_argument("--landmark-budget", type=float, default=None, metavar="N",
+                   help=f"realfootage: landmark crops per frame on average (newcomers included); tracked people are "
+                        f"measured stalest first, the others move on at their own speed with their last pose until "
+                        f"their turn (default {DEFAULT_LANDMARK_BUDGET:g}; 0 = everyone on every frame: the most "
+                        f"precise, slowest)")
+    m.add_argument("--detect-lag", type=int, default=None, metavar="N",
+                   help=f"realfootage: run the person detector on a thread of its own (the other CPU core) and take "
+                        f"its people in N frames later (default {DEFAULT_DETECT_LAG}; 0 = on the model thread, on the "
+                        f"frame it looks at)")
     m.add_argument("--body-model", choices=("anny", "smpl"), default="anny",
                    help="mesh model: anny (free, bundled) or smpl (needs --smpl-dir)")
     m.add_argument("--smpl-dir", type=Path, help="folder or file with SMPL_NEUTRAL.pkl/.npz (for --body-model smpl)")
@@ -273,10 +293,13 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
                           "system)")
     model = "instancehmr" if args.checkpoint is not None else (args.model or "realfootage")
     checkpoint = DEMO_CHECKPOINT if model == "demo" else args.checkpoint
-    if model == "demo" and (args.landmarks is not None or args.detect_every is not None):
-        raise ConfigError("--landmarks and --detect-every apply to the realfootage model and to 3DCrowdNet/JOTR "
-                          "checkpoints (their 2D poses come from the same tracker), not to the demo model")
+    if model == "demo" and any(getattr(args, k) is not None for k in
+                               ("landmarks", "detect_every", "landmark_budget", "detect_lag")):
+        raise ConfigError(f"{TRACKER_OPTIONS} apply to the realfootage model and to 3DCrowdNet/JOTR checkpoints (their "
+                          "2D poses come from the same tracker), not to the demo model")
     detect_every = DEFAULT_DETECT_EVERY if args.detect_every is None else args.detect_every
+    budget = DEFAULT_LANDMARK_BUDGET if args.landmark_budget is None else args.landmark_budget
+    lag = DEFAULT_DETECT_LAG if args.detect_lag is None else args.detect_lag
     if model == "realfootage" and args.backend not in ("auto", "onnxruntime"):
         raise ConfigError(f"the realfootage model runs on ONNX Runtime (CPU, or CUDA with onnxruntime-gpu), not "
                           f"{args.backend}; use --backend auto, or --checkpoint for an InstanceHMR model")
@@ -284,6 +307,8 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
     checks = [(args.threshold is None or 0.0 <= args.threshold <= 1.0,
                f"--threshold must be in [0, 1], got {args.threshold}"),
               (1 <= detect_every <= 1000, f"--detect-every must be in 1..1000, got {detect_every}"),
+              (0 <= budget <= 64, f"--landmark-budget must be in 0..64 (0 = every person), got {budget:g}"),
+              (0 <= lag <= 100, f"--detect-lag must be in 0..100 (0 = no detector thread), got {lag}"),
               (0.0 <= args.opacity <= 1.0, f"--opacity must be in [0, 1], got {args.opacity}"),
               (args.smooth_strength > 0, f"--smooth-strength must be > 0, got {args.smooth_strength}"),
               (1 <= args.max_people <= 64, f"--max-people must be in 1..64, got {args.max_people}"),
@@ -319,7 +344,9 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
     return AppCfg(
         capture=CaptureCfg(camera=args.camera, input=args.input, max_frames=args.max_frames),
         model=ModelChoiceCfg(name=model, checkpoint=checkpoint, landmarks=args.landmarks or DEFAULT_LANDMARKS,
-                             detect_every=detect_every, body_model=args.body_model, smpl_dir=args.smpl_dir,
+                             detect_every=detect_every, landmark_budget=budget, detect_lag=lag,
+                             body_model=args.body_model,
+                             smpl_dir=args.smpl_dir,
                              threshold=args.threshold, max_people=args.max_people),
         runtime=RuntimeCfg(backend=args.backend, device=str(parse_device(args.device)), threads=args.threads),
         render=RenderCfg(smooth=args.smooth, smooth_strength=args.smooth_strength, opacity=args.opacity,

@@ -16,7 +16,7 @@ from engine.errors import CaptureError, ConfigError, ModelFileError, OutputError
 from export.artifacts import install_builder  # importing export registers it too (app -> export is allowed)
 
 from .capture import FrameSource, ImageListSource, ReconnectingSource, open_source, set_native_logging
-from .config import DEFAULT_DETECT_EVERY, DEFAULT_LANDMARKS, DEMO_DIR, REALFOOTAGE_DIR, AppCfg
+from .config import DEMO_DIR, REALFOOTAGE_DIR, TRACKER_OPTIONS, AppCfg, tracker_options_given
 from .export_mesh import MeshExporter
 from .motion import AnimSink
 from .outputs import NpzSink, check_output_dir, input_files, refuse_input_overwrite
@@ -84,7 +84,8 @@ def open_model(cfg: AppCfg):
         from engine.frame_models import open_realfootage
 
         model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=mc.landmarks, threads=rt.threads,
-                                 detect_every=mc.detect_every, device=rt.device)
+                                 detect_every=mc.detect_every, device=rt.device, landmark_budget=mc.landmark_budget,
+                                 detect_lag=mc.detect_lag)
     else:
         from engine.checkpoint import checkpoint_system
         from engine.frame_models import open_instancehmr, open_poseguided
@@ -94,15 +95,15 @@ def open_model(cfg: AppCfg):
                                  "3DCrowdNet or JOTR weights file")
         system = checkpoint_system(mc.checkpoint)
         if system == "instancehmr":
-            if mc.landmarks != DEFAULT_LANDMARKS or mc.detect_every != DEFAULT_DETECT_EVERY:
+            if tracker_options_given(mc):
                 raise ConfigError(f"{mc.checkpoint.name} is an InstanceHMR checkpoint (bottom-up, no 2D poses): "
-                                  "--landmarks and --detect-every do not apply")
+                                  f"{TRACKER_OPTIONS} do not apply")
             model = open_instancehmr(_int8_if_passed(cfg), rt.backend, threads=rt.threads,
                                      synthetic_demo=mc.name == "demo", device=rt.device)
         else:  # 3DCrowdNet / JOTR: guided by the real-footage tracker's 2D poses
             model = open_poseguided(mc.checkpoint, system, REALFOOTAGE_DIR, body, backend=rt.backend,
                                     landmarks=mc.landmarks, threads=rt.threads, detect_every=mc.detect_every,
-                                    device=rt.device)
+                                    device=rt.device, landmark_budget=mc.landmark_budget, detect_lag=mc.detect_lag)
     log.info("model ready in %.1f s: %s, body %s", time.perf_counter() - t, model.info.title, type(body).__name__)
     return model, body
 

@@ -32,7 +32,7 @@ def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int
 
 
 def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 1, detect_every: int = 2,
-                 device: str = "auto"):
+                 device: str = "auto", landmark_budget: float = 0.0, detect_lag: int = 0):
     """The landmark tracker (NanoDet + BlazePose from ``model_dir``) that 2D-pose-driven models share.
 
     Returns:
@@ -49,12 +49,14 @@ def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 
     model_dir = Path(model_dir)
     lmk = OnnxGraph(model_dir / LANDMARK_FILES[landmarks], (), BlazePoseLandmarks.OUTPUTS, threads, device=device)
     det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads, device=device)
-    tracker = LandmarkTracker(PersonDetector(det), BlazePoseLandmarks(lmk), TrackerCfg(detect_every=detect_every))
+    cfg = TrackerCfg(detect_every=detect_every, landmark_budget=landmark_budget, detect_lag=detect_lag)
+    tracker = LandmarkTracker(PersonDetector(det), BlazePoseLandmarks(lmk), cfg)
     return tracker, lmk.device, DETECT_THRESHOLD[landmarks]
 
 
 def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threads: int = 1,
-                     detect_every: int = 2, device: str = "auto") -> PeopleModel:
+                     detect_every: int = 2, device: str = "auto", landmark_budget: float = 0.0,
+                     detect_lag: int = 0) -> PeopleModel:
     """The real-footage default from the converted models in ``model_dir``.
 
     Args:
@@ -64,19 +66,25 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
         threads: ONNX Runtime intra-op threads per network.
         detect_every: detector period while people are tracked.
         device: "auto" (ONNX Runtime's GPU providers when onnxruntime-gpu works, else CPU), "cpu", "cuda[:N]".
+        landmark_budget: landmark crops per frame on average (0 = everyone, every frame; see
+            :class:`engine.realfootage.tracker.TrackerCfg`).
+        detect_lag: frames a background detector pass has before its people are taken in (0 = no background
+            thread: the detector runs on the caller's thread).
     """
     from ..bodyfit import BodyFitter
     from .realfootage import RealFootageModel
 
-    tracker, where, threshold = open_tracker(model_dir, landmarks, threads, detect_every, device)
-    info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks} + IK", f"onnxruntime {where} fp32",
+    tracker, where, threshold = open_tracker(model_dir, landmarks, threads, detect_every, device, landmark_budget,
+                                             detect_lag)
+    schedule = f", {landmark_budget:g} crops/frame" if landmark_budget > 0 else ""
+    info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks}{schedule} + IK", f"onnxruntime {where} fp32",
                      synthetic_demo=False, default_threshold=threshold)
     return RealFootageModel(tracker, BodyFitter(body), info)
 
 
 def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, body, backend: str = "auto",
                     landmarks: str = "full", threads: int = 1, detect_every: int = 2,
-                    device: str = "auto") -> PeopleModel:
+                    device: str = "auto", landmark_budget: float = 0.0, detect_lag: int = 0) -> PeopleModel:
     """3DCrowdNet or JOTR from an official checkpoint (or its exported .onnx), guided by the landmark tracker.
 
     Args:
@@ -124,7 +132,8 @@ def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, 
 
         runner = TorchGraph(load_network(checkpoint, system=system), OUTPUT_NAMES, resolve_torch_device(device))
     where = f"torch {runner.device} fp32" if isinstance(runner, TorchGraph) else f"onnxruntime {runner.device} fp32"
-    tracker, _, threshold = open_tracker(model_dir, landmarks, threads, detect_every, device)
+    tracker, _, threshold = open_tracker(model_dir, landmarks, threads, detect_every, device, landmark_budget,
+                                         detect_lag)
     with torch.inference_mode():
         rest = body(torch.zeros(1, 3), torch.zeros(1, 69), root_align=False).joints[0, :24].numpy()
     info = ModelInfo(system, f"{names[system]} (2D poses: NanoDet + BlazePose {landmarks})", where,

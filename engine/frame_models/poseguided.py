@@ -71,6 +71,8 @@ class PoseGuidedModel(PeopleModel):
         h, w = frame_bgr.shape[:2]
         box = Letterbox.for_frame(h, w, NOMINAL_INPUT)
         timings = {"detect": found.detect_ms, "landmarks": found.landmarks_ms, "preprocess": 0.0, "inference": 0.0}
+        if found.detect_bg_ms:
+            timings["detect_bg"] = found.detect_bg_ms  # on the detector's own thread, in parallel
         if len(lm) == 0:
             return FramePeople(People.empty(), box, timings)
         t0 = time.perf_counter()

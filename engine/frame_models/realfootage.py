@@ -7,8 +7,10 @@ to frame) finds everyone, and then:
 
 **Fit**: the world landmarks (metres, camera axes) drive an IK fit of the body model (root and limb swings,
 observable twists, shape from bone lengths on SMPL); the weak-perspective camera comes from a least-squares fit
-of the fitted joints onto the image landmarks. The result is the same :class:`~engine.types.People` the
-bottom-up network produces, so tracking, smoothing, rendering and exports are shared.
+of the fitted joints onto the image landmarks. A person whose landmarks the tracker carried forward (not measured
+on this frame) keeps the pose fitted when they were measured, so only the camera is fitted again.
+The result is the same :class:`~engine.types.People` the bottom-up network produces, so tracking, smoothing,
+rendering and exports are shared.
 """
 
 from __future__ import annotations
@@ -44,34 +46,54 @@ class RealFootageModel(PeopleModel):
         self.tracker = tracker
         self.fitter = fitter
         self.info = info
+        self._poses: dict[int, tuple[np.ndarray, ...]] = {}  # tracker id -> (orient, pose, betas, joints)
 
     def reset(self) -> None:
         self.tracker.reset()
+        self._poses = {}
 
     def __call__(self, frame_bgr: np.ndarray, query: PeopleQuery) -> FramePeople:
         found = self.tracker(frame_bgr, query.threshold, query.max_people)
         t2 = time.perf_counter()
         h, w = frame_bgr.shape[:2]
         box = Letterbox.for_frame(h, w, NOMINAL_INPUT)
-        people = self._people(found.landmarks, box)
+        people = self._people(found.landmarks, found.ids, found.refreshed, box)
         fit_ms = (time.perf_counter() - t2) * 1e3
-        return FramePeople(people, box, {"detect": found.detect_ms, "landmarks": found.landmarks_ms, "fit": fit_ms})
+        timings = {"detect": found.detect_ms, "landmarks": found.landmarks_ms, "fit": fit_ms}
+        if found.detect_bg_ms:
+            timings["detect_bg"] = found.detect_bg_ms  # on the detector's own thread, in parallel
+        return FramePeople(people, box, timings)
 
-    def _people(self, lm: Landmarks, box: Letterbox) -> People:
+    def _fit(self, lm: Landmarks, ids: np.ndarray, refreshed: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(global_orient, body_pose, betas, joints) per person: fitted for people measured on this frame (or not
+        fitted before), the stored fit for people carried forward (same world landmarks, so the same fit)."""
+        n = len(lm)
+        if len(ids) != n:  # a tracker without ids: fit everyone
+            ids, refreshed = np.arange(-n, 0), np.ones(n, bool)
+        todo = np.flatnonzero(refreshed | ~np.isin(ids, list(self._poses)))
+        fits: dict[int, tuple[np.ndarray, ...]] = {}
+        if len(todo):
+            fit = self.fitter.fit(lm.world[todo], lm.visibility[todo], body_joints=False)  # the render thread poses
+            for row, i in enumerate(todo):
+                fits[int(ids[i])] = (fit.global_orient[row], fit.body_pose[row], fit.betas[row], fit.joints[row])
+        rows = [fits.get(int(i)) or self._poses[int(i)] for i in ids]
+        self._poses = {int(i): r for i, r in zip(ids, rows, strict=True) if i >= 0}
+        return tuple(np.stack([r[k] for r in rows]).astype(np.float32) for k in range(4))
+
+    def _people(self, lm: Landmarks, ids: np.ndarray, refreshed: np.ndarray, box: Letterbox) -> People:
         n = len(lm)
         if n == 0:
             return People.empty()
-        fit = self.fitter.fit(lm.world, lm.visibility, body_joints=False)  # the render thread poses the body
+        global_orient, body_pose, betas, joints = self._fit(lm, ids, refreshed)
         # camera: the fitted joints that are landmarks themselves, onto where the network saw them
         norm = box.original_to_norm(lm.image[:, _CAM_LANDMARKS, :2])
-        cam = fit_camera(fit.joints[:, _CAM_JOINTS], norm, lm.visibility[:, _CAM_LANDMARKS]).astype(np.float32)
+        cam = fit_camera(joints[:, _CAM_JOINTS], norm, lm.visibility[:, _CAM_LANDMARKS]).astype(np.float32)
         ok = np.isfinite(cam).all(axis=1) & (cam[:, 0] > 1e-4)  # fewer than two usable points: not placeable
         cam[~ok] = (1.0, 0.0, 0.0)
         mid_hip = box.original_to_norm(lm.image[:, 23:25, :2].mean(axis=1))
         centers = ((mid_hip + 1.0) * (box.padded_side / 2.0) * box.scale).astype(np.float32)
         people = People(center_preds=centers, center_confs=lm.flag.astype(np.float32), cam=cam,
-                        global_orient=fit.global_orient.astype(np.float32),
-                        body_pose=fit.body_pose.astype(np.float32), betas=fit.betas.astype(np.float32),
+                        global_orient=global_orient, body_pose=body_pose, betas=betas,
                         cam_trans=cam_to_translation(cam), track_ids=np.full(n, -1, np.int64))
         return people if ok.all() else people.select(ok)
 

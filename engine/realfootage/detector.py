@@ -20,7 +20,7 @@ import numpy as np
 
 from ..runtime.graph import OnnxGraph
 
-__all__ = ["Detections", "PersonDetector", "nms"]
+__all__ = ["Detections", "PersonDetector", "PreparedFrame", "nms"]
 
 PERSON = 0
 # NanoDet's training normalisation (BGR order, 0..255 input)
@@ -42,6 +42,15 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+@dataclass
+class PreparedFrame:
+    """A frame letterboxed for the detector: x [1, 3, H, W] float32, the frame -> input scale, the frame's (h, w)."""
+
+    x: np.ndarray
+    scale: float
+    frame_hw: tuple[int, int]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -132,7 +141,16 @@ class PersonDetector:
         return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]), k
 
     def __call__(self, frame_bgr: np.ndarray, threshold: float, max_people: int = 64) -> Detections:
+        return self.detect(self.prepare(frame_bgr), threshold, max_people)
+
+    def prepare(self, frame_bgr: np.ndarray) -> PreparedFrame:
+        """The frame as the network reads it (a copy: the frame itself may be drawn on once this returns)."""
         x, k = self.preprocess(frame_bgr)
+        return PreparedFrame(x, k, frame_bgr.shape[:2])
+
+    def detect(self, prepared: PreparedFrame, threshold: float, max_people: int = 64) -> Detections:
+        """Network + decoding of a prepared frame (thread-safe: it touches no state but the grid cache)."""
+        x, k = prepared.x, prepared.scale
         ih, iw = x.shape[2:]
         out = self.graph.run({self.input_name: x})
         boxes, scores = [], []
@@ -152,7 +170,7 @@ class PersonDetector:
             return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         b = np.concatenate(boxes) / k
         sc = np.concatenate(scores)
-        h, w = frame_bgr.shape[:2]
+        h, w = prepared.frame_hw
         b = np.clip(b, 0, [w, h, w, h]).astype(np.float32)
         keep = nms(b, sc, self.iou)[:max_people]
         return Detections(b[keep], sc[keep].astype(np.float32))

@@ -54,6 +54,13 @@ class Landmarks:
                          self.next_rois.select(idx))
 
     @classmethod
+    def empty(cls) -> Landmarks:
+        """No people."""
+        z = np.zeros((0, NUM_LANDMARKS), np.float32)
+        pts = np.zeros((0, NUM_LANDMARKS, 3), np.float32)
+        return cls(pts, z, z.copy(), pts.copy(), np.zeros(0, np.float32), Rois.concat([]))
+
+    @classmethod
     def concat(cls, parts: list[Landmarks]) -> Landmarks:
         """People of several calls in one set (tracked people, then new ones)."""
         return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in
@@ -86,9 +93,7 @@ class BlazePoseLandmarks:
     def __call__(self, frame_rgb: np.ndarray, rois: Rois) -> Landmarks:
         n = len(rois)
         if n == 0:
-            z = np.zeros((0, NUM_LANDMARKS), np.float32)
-            return Landmarks(np.zeros((0, NUM_LANDMARKS, 3), np.float32), z, z,
-                             np.zeros((0, NUM_LANDMARKS, 3), np.float32), np.zeros(0, np.float32), rois)
+            return Landmarks.empty()
         crops, maps = crop_rois(frame_rgb, rois, CROP)
         out = self.graph.run({self.input_name: crops})
         raw = out["landmarks"].reshape(n, -1, 5)

@@ -1,0 +1,244 @@
+"""The landmark tracker's scheduling on a scripted scene (fake detector and landmark network, no ONNX).
+
+What is checked is the bookkeeping that decides the cost per frame and what the people look like between
+measurements: the landmark budget (who is measured, who is carried forward and where to), stable ids, the memory of
+detections the landmark network turned down, and the comparison of landmark boxes with detector boxes.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import pairwise
+
+import numpy as np
+import pytest
+
+from engine.realfootage.detector import Detections
+from engine.realfootage.landmarks import NUM_LANDMARKS, Landmarks
+from engine.realfootage.roi import Rois
+from engine.realfootage.tracker import LandmarkTracker, TrackerCfg, person_boxes
+
+FRAME = np.zeros((480, 1200, 3), np.uint8)
+HEIGHT = 100.0  # pixels, every scripted person
+
+
+def _template(seed: int = 0) -> np.ndarray:
+    """33 landmark offsets from the mid-hip (pixels) of a standing person HEIGHT tall and HEIGHT/5 wide."""
+    rng = np.random.default_rng(seed)
+    off = np.stack([rng.uniform(-10, 10, NUM_LANDMARKS), rng.uniform(-0.5, 0.5, NUM_LANDMARKS) * HEIGHT], axis=1)
+    off[0] = (0, -0.5 * HEIGHT)  # the head top and the feet span the full height
+    off[31] = (-5, 0.5 * HEIGHT)
+    off[23], off[24] = (-5, 0), (5, 0)  # hips: their midpoint is the person's position
+    return off.astype(np.float32)
+
+
+class Scene:
+    """People walking sideways at constant speed: hip positions per frame."""
+
+    def __init__(self, starts: list[tuple[float, float]], speed: float = 3.0) -> None:
+        self.starts = np.asarray(starts, np.float32)
+        self.speed = speed
+        self.frame = 0
+        self.template = _template()
+        self.hidden: set[int] = set()  # people the detector sees but the landmark network rejects
+        self.appear = np.zeros(len(starts), np.int64)  # frame each person walks in
+
+    def hips(self) -> np.ndarray:
+        return self.starts + np.array([self.speed * self.frame, 0.0], np.float32)
+
+    def boxes(self) -> np.ndarray:
+        h = self.hips()[self.appear <= self.frame]
+        return np.stack([h[:, 0] - 0.22 * HEIGHT, h[:, 1] - 0.5 * HEIGHT, h[:, 0] + 0.22 * HEIGHT,
+                         h[:, 1] + 0.5 * HEIGHT], axis=1).astype(np.float32)
+
+
+class FakeDetector:
+    def __init__(self, scene: Scene) -> None:
+        self.scene, self.passes = scene, 0
+
+    def __call__(self, frame, threshold, max_people=64) -> Detections:
+        return self.detect(self.prepare(frame), threshold, max_people)
+
+    def prepare(self, frame) -> np.ndarray:
+        return self.scene.boxes()  # what this frame shows
+
+    def detect(self, boxes, threshold, max_people=64) -> Detections:
+        time.sleep(0.002)  # a pass takes time: the background thread is still busy when the next frame starts
+        self.passes += 1
+        return Detections(boxes, np.full(len(boxes), 0.9, np.float32))
+
+
+class FakeLandmarks:
+    """A crop holds the person whose hip is within a quarter of the crop side of its centre (flag 0.9), else
+    nobody (flag 0.05); the landmarks are that person's true ones on this frame."""
+
+    def __init__(self, scene: Scene) -> None:
+        self.scene, self.crops = scene, 0
+
+    def __call__(self, rgb, rois: Rois) -> Landmarks:
+        n = len(rois)
+        self.crops += n
+        if n == 0:
+            return Landmarks.empty()
+        hips = self.scene.hips()
+        hips[self.scene.appear > self.scene.frame] = 1e6  # not there yet
+        image = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
+        flag = np.full(n, 0.05, np.float32)
+        centers = rois.centers.copy()
+        for i in range(n):
+            d = np.linalg.norm(hips - rois.centers[i], axis=1)
+            j = int(np.argmin(d))
+            if d[j] <= rois.sides[i] / 4 and j not in self.scene.hidden:
+                flag[i] = 0.9
+                centers[i] = hips[j]
+                image[i, :, :2] = hips[j] + self.scene.template
+            else:
+                image[i, :, :2] = rois.centers[i] + self.scene.template
+        ones = np.ones((n, NUM_LANDMARKS), np.float32)
+        world = np.repeat(self.scene.template[None, :, [0, 1, 0]] / 100.0, n, axis=0)
+        nxt = Rois(centers.astype(np.float32), np.full(n, 1.5 * HEIGHT, np.float32), np.zeros(n, np.float32))
+        return Landmarks(image, ones, ones.copy(), world.astype(np.float32), flag, nxt)
+
+
+def _run(cfg: TrackerCfg, frames: int, people: int = 5, hidden: set[int] | None = None,
+         appear: dict[int, int] | None = None):
+    scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(people)])
+    scene.hidden = hidden or set()
+    for i, f in (appear or {}).items():
+        scene.appear[i] = f
+    lmk, det = FakeLandmarks(scene), FakeDetector(scene)
+    tracker = LandmarkTracker(det, lmk, cfg)
+    out = []
+    for f in range(frames):
+        scene.frame = f
+        before = lmk.crops
+        res = tracker(FRAME, 0.3, 64)
+        out.append((res, lmk.crops - before, scene.hips().copy()))
+    return out, det
+
+
+def test_without_a_budget_everyone_is_measured_every_frame():
+    out, _ = _run(TrackerCfg(detect_every=1000, landmark_budget=0), frames=8)
+    for res, crops, _ in out[1:]:
+        assert len(res.landmarks) == 5 and res.refreshed.all()
+        assert crops == res.crops == 5
+
+
+def test_budget_limits_crops_and_carries_people_forward_at_their_speed():
+    out, det = _run(TrackerCfg(detect_every=1000, landmark_budget=2), frames=15)
+    assert det.passes == 1  # only the first frame, nobody tracked yet
+    crops = [c for _, c, _ in out]
+    assert crops[0] == 5 and set(crops[1:]) == {2}, crops  # the newcomers, then the budget
+    frac, _ = _run(TrackerCfg(detect_every=1000, landmark_budget=1.5), frames=9)
+    steps = [c for _, c, _ in frac][1:]
+    assert set(steps) == {1, 2} and sum(steps) == 12 and all(a != b for a, b in pairwise(steps))
+    ids0 = out[0][0].ids
+    last_measured = {int(i): 0 for i in ids0}
+    for f, (res, n, hips) in enumerate(out[1:], start=1):
+        assert res.crops == n and res.refreshed.sum() == n
+        assert sorted(res.ids.tolist()) == sorted(ids0.tolist())  # nobody lost, no new ids
+        for i, fresh in zip(res.ids, res.refreshed, strict=True):
+            if fresh:
+                last_measured[int(i)] = f
+        if f >= 3:  # nobody waits more than ceil(5 / 2) frames for a measurement (stalest first)
+            assert max(f - v for v in last_measured.values()) <= 2
+        # carried-forward people move on: once everyone was measured twice the velocity is known and the
+        # extrapolated hips are where the people really are
+        if f >= 9:
+            mid = res.landmarks.image[:, 23:25, :2].mean(axis=1)
+            err = np.abs(np.sort(mid[:, 0]) - np.sort(hips[:, 0]))
+            assert err.max() < 0.5, err
+
+
+def test_nobody_is_carried_forward_longer_than_max_stale():
+    out, _ = _run(TrackerCfg(detect_every=1000, landmark_budget=0.5, max_stale=4), frames=20)
+    last = {int(i): 0 for i in out[0][0].ids}
+    for f, (res, _, _) in enumerate(out[1:], start=1):
+        for i, fresh in zip(res.ids, res.refreshed, strict=True):
+            if fresh:
+                last[int(i)] = f
+        assert max(f - v for v in last.values()) <= 5
+
+
+def test_carried_forward_people_keep_their_pose():
+    out, _ = _run(TrackerCfg(detect_every=1000, landmark_budget=1), frames=6)
+    prev = {int(i): w for i, w in zip(out[3][0].ids, out[3][0].landmarks.world, strict=True)}
+    res = out[4][0]
+    for i, w, fresh in zip(res.ids, res.landmarks.world, res.refreshed, strict=True):
+        if not fresh:
+            np.testing.assert_array_equal(w, prev[int(i)])
+
+
+def test_a_detection_the_landmark_network_rejects_is_not_cropped_on_every_pass():
+    cfg = TrackerCfg(detect_every=1, landmark_budget=0, retry_after=3)
+    out, det = _run(cfg, frames=9, people=3, hidden={1})
+    assert det.passes == 9
+    # person 1 is seen by the detector on every pass but never accepted: one try, then three passes off
+    seeds = [crops - len(res.landmarks) for res, crops, _ in out]
+    assert all(len(res.landmarks) == 2 for res, _, _ in out)
+    assert seeds == [1, 0, 0, 0, 1, 0, 0, 0, 1], seeds
+    out, _ = _run(TrackerCfg(detect_every=1, landmark_budget=0, retry_after=0), frames=4, people=3, hidden={1})
+    assert [crops - len(res.landmarks) for res, crops, _ in out] == [1, 1, 1, 1]
+
+
+def test_person_boxes_are_widened_to_a_standing_persons_aspect():
+    image = np.zeros((1, NUM_LANDMARKS, 3), np.float32)
+    image[0, :, 0] = np.linspace(100, 110, NUM_LANDMARKS)  # 10 px wide
+    image[0, :, 1] = np.linspace(0, 100, NUM_LANDMARKS)  # 100 px tall
+    ones = np.ones((1, NUM_LANDMARKS), np.float32)
+    lm = Landmarks(image, ones, ones, image.copy(), np.ones(1, np.float32), Rois.concat([]))
+    np.testing.assert_allclose(person_boxes(lm), [[105 - 22.5, 0, 105 + 22.5, 100]], atol=1e-4)
+    image[0, :, 0] = np.linspace(0, 80, NUM_LANDMARKS)  # already wide: unchanged
+    np.testing.assert_allclose(person_boxes(lm), [[0, 0, 80, 100]], atol=1e-4)
+
+
+@pytest.mark.parametrize("budget", [0, 2])
+def test_the_fit_is_reused_for_people_carried_forward(budget):
+    """The real-footage model fits only people measured on this frame; a carried-forward person's pose is the one
+    fitted when they were measured (their world landmarks have not changed)."""
+    from engine.body import create_body_model
+    from engine.bodyfit import BodyFitter
+    from engine.frame_models.base import ModelInfo, PeopleQuery
+    from engine.frame_models.realfootage import RealFootageModel
+
+    scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(5)])
+    fitter = BodyFitter(create_body_model("anny"))
+    fitted = []
+    real_fit = fitter.fit
+
+    def counting_fit(world, visibility, body_joints=True):
+        fitted.append(len(world))
+        return real_fit(world, visibility, body_joints=body_joints)
+
+    fitter.fit = counting_fit
+    tracker = LandmarkTracker(FakeDetector(scene), FakeLandmarks(scene),
+                              TrackerCfg(detect_every=1000, landmark_budget=budget))
+    model = RealFootageModel(tracker, fitter, ModelInfo("realfootage", "fake", "none", False, 0.3))
+    poses = []
+    for f in range(5):
+        scene.frame = f
+        res = model(FRAME, PeopleQuery(threshold=0.3))
+        assert len(res.people) == 5
+        poses.append(res.people.body_pose)
+    assert fitted == ([5] * 5 if budget == 0 else [5, 2, 2, 2, 2])
+    np.testing.assert_allclose(poses[-1], poses[0], atol=1e-5)  # the scripted pose never changes
+
+
+@pytest.mark.parametrize("lag", [0, 2])
+def test_background_detector_passes_are_taken_in_a_fixed_number_of_frames_later(lag):
+    """With ``detect_lag`` the detector runs beside the landmark crops and its newcomers join exactly ``lag``
+    frames after the pass that saw them, whatever the threads' timing, so two runs give the same people."""
+    cfg = TrackerCfg(detect_every=4, landmark_budget=0, detect_lag=lag)
+    runs = [_run(cfg, frames=12, people=4, appear={3: 3}) for _ in range(2)]
+    (out, det), (again, _) = runs
+    counts = [len(res.landmarks) for res, _, _ in out]
+    # frame 0: nobody tracked, so the detector runs at once whatever the lag; the newcomer walks in on frame 3
+    # and the pass of frame 4 sees them
+    assert counts[0] == 3
+    first = counts.index(4)
+    assert first == 4 + lag, counts
+    assert det.passes == 3  # frames 0, 4, 8
+    assert all(res.detect_bg_ms > 0 for res, _, _ in out[4 + lag:5 + lag]) == (lag > 0)
+    for (a, _, _), (b, _, _) in zip(out, again, strict=True):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.landmarks.image, b.landmarks.image)
