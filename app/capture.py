@@ -42,7 +42,7 @@ import numpy as np
 from engine.errors import CaptureError
 
 from .paths import Cv2Path, check_pixels, cv2_safe, native_stderr_muted, read_image, set_native_logging, shown
-from .stages import Handoff, Stage
+from .stages import Handoff, Pacer, Stage
 
 log = logging.getLogger(__name__)
 
@@ -470,17 +470,20 @@ class CaptureThread:
     def _run(self) -> None:
         src = self.source
         index = 0
-        due: float | None = None  # when the next frame of a paced file is due; None = read now
+        pacer = Pacer(self._stop)
         while not self._stop.is_set():
             if self._paused.is_set() and not self._step.is_set():
-                due = None  # resume from "now", not from where the clock would be without the pause
+                pacer.reset()  # resume from "now", not from where the clock would be without the pause
                 self._stop.wait(0.02)
                 continue
             self._step.clear()
             if self._seek_to is not None:
-                index, due = self._apply_seek(index), None
+                index = self._apply_seek(index)
+                pacer.reset()
             if self.max_frames and index >= self.max_frames:
                 break
+            if self.pace and not src.live and not self._paused.is_set():
+                pacer.tick(1.0 / src.fps)
             t = time.perf_counter()
             self._reading_since = t
             try:
@@ -497,8 +500,6 @@ class CaptureThread:
                 break
             index += 1
             self.frames_read = index
-            if self.pace and not src.live and not self._paused.is_set():
-                due = self._pace(due, 1.0 / src.fps)
 
     def _finish(self) -> None:
         """Capture thread, on every exit (end, stop, failure): release the source, then mark the end of stream."""
@@ -507,16 +508,6 @@ class CaptureThread:
             self.source.release()
         finally:
             self._out.close()
-
-    def _pace(self, due: float | None, interval: float) -> float:
-        """Wait until the next frame is due; returns the new due time. Behind by more than a frame (a slow
-        consumer held the queue), the clock restarts from now: a file plays slower then, never in a burst."""
-        now = time.perf_counter()
-        due = now + interval if due is None or now - due > interval else due + interval
-        wait = due - now
-        if wait > 0:
-            self._stop.wait(wait)
-        return due
 
     # ---- seeking (files; the window's seek bar)
     def seek(self, frame_index: int) -> None:

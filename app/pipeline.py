@@ -34,12 +34,13 @@ from .render import CenterAnnotator, MeshAnnotator, Scene, SkeletonAnnotator, re
 from .render.lod import tiny_faces
 from .render.projection import person_boxes
 from .smoothing import PeopleSmoother
-from .stages import Handoff, Stage
+from .stages import Handoff, Pacer, Stage
 from .stats import Stats, StatsSnapshot
 from .tracking import Tracker
 from .types import FrameOutput, LiveSettings, PeoplePacket, PipelineCfg, RecordRequest
 
 log = logging.getLogger(__name__)
+MAX_PACED_GAP_S = 1.0  # a longer step in media time between two shown frames is a seek, not playback
 
 __all__ = ["FrameOutput", "LiveSettings", "PeoplePacket", "Pipeline", "PipelineCfg", "RecordRequest", "Sink"]
 
@@ -92,6 +93,8 @@ class Pipeline:
         self._tokens = {"model": 0, "render": 0}
         self._last: FrameOutput | None = None
         self._stop = threading.Event()
+        self._pacer = Pacer(self._stop)  # render stage: paced files are shown at their frame rate
+        self._last_media: float | None = None
         self._q: Handoff[PeoplePacket] = (Handoff(2, "latest", on_drop=self._count_render_drop) if cfg.live
                                           else Handoff(cfg.queue_size, "lossless"))
         self.capture = CaptureThread(source, mode="latest" if cfg.live else "queue", pace=cfg.pace,
@@ -156,6 +159,7 @@ class Pipeline:
             self._seek_target = self._render_target = frame_index
             if self._paused:
                 self._tokens = {"model": 1, "render": 1}
+        self._last_media = None  # the render clock restarts at the new frame
         self.capture.seek(frame_index)
         if self._paused:
             self.capture.step()
@@ -281,7 +285,18 @@ class Pipeline:
                 break
             if not self._after_seek(packet.frame, "render"):
                 continue
+            self._show_at_media_time(packet.frame)
             self._process(packet.frame, packet.people, packet.box, packet.timings_ms)
+
+    def _show_at_media_time(self, frame: Frame) -> None:
+        """A paced file is shown at its frame rate, not in the burst that drains a queue filled while the model was
+        slow (see :class:`~app.stages.Pacer`); a pause, a step or a seek (a jump in media time) restarts the clock."""
+        if not self.cfg.pace:
+            return
+        last, self._last_media = self._last_media, frame.t_media
+        if last is None or self._paused or not 0 <= frame.t_media - last <= MAX_PACED_GAP_S:  # a pause or a seek
+            self._pacer.reset()
+        self._pacer.tick(frame.t_media - (last if last is not None else frame.t_media))
 
     def _next_packet(self) -> PeoplePacket | None:
         """The next packet to render (None at the end); TimeoutError when paused without a step, or none came."""

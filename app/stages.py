@@ -32,6 +32,38 @@ POLL_S = 0.1  # the longest any wait in a hand-off goes without re-checking its 
 POLICIES = ("latest", "lossless")
 
 
+class Pacer:
+    """Holds a stream to its media clock: :meth:`tick` returns when the next item is due.
+
+    A file played "at its frame rate" is paced twice: capture reads at the clip's rate, and the render stage (the
+    window, the VMC stream) shows at it, because the queue between them fills while a stage is slow (the first
+    frame, a detector pass) and would otherwise drain in a burst faster than real time. Behind by more than one
+    interval, the clock restarts from now: a slow stage makes playback slower, never a burst.
+
+    Args:
+        stop: waits end early when this is set.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._last: float | None = None  # when the previous item was due
+
+    def reset(self) -> None:
+        """The next item is due at once (after a pause or a seek)."""
+        self._last = None
+
+    def tick(self, interval: float) -> None:
+        """Wait until the next item is due: ``interval`` seconds after the previous one (the first at once)."""
+        now = time.perf_counter()
+        due = None if self._last is None else self._last + max(interval, 0.0)
+        if due is None or now - due > interval:
+            self._last = now
+            return
+        self._last = due
+        if due > now:
+            self._stop.wait(due - now)
+
+
 class Handoff(Generic[T]):
     """A bounded, closable hand-off between one producer and one consumer thread.
 

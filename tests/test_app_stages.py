@@ -12,7 +12,7 @@ import pytest
 
 from app.capture import FrameSource
 from app.pipeline import LiveSettings, Pipeline, PipelineCfg
-from app.stages import Handoff, Stage
+from app.stages import Handoff, Pacer, Stage
 from app.types import PeoplePacket
 from engine.frame_models.base import FramePeople, ModelInfo, PeopleModel
 from engine.types import Letterbox, People
@@ -228,3 +228,33 @@ def test_the_render_hand_off_carries_typed_packets():
     packets = [p for p in seen if p is not None]
     assert len(packets) == 3 and all(isinstance(p, PeoplePacket) for p in packets)
     assert [p.frame.index for p in packets] == [0, 1, 2] and all("track" in p.timings_ms for p in packets)
+
+
+def test_pacer_holds_items_to_the_clock_and_restarts_when_behind():
+    """Items that arrive all at once (a queue draining) come out one interval apart; an item that is already late
+    by more than an interval restarts the clock instead of starting a burst to catch up."""
+    pacer = Pacer(threading.Event())
+    t0 = time.perf_counter()
+    out = []
+    for _ in range(5):
+        pacer.tick(0.03)
+        out.append(time.perf_counter() - t0)
+    gaps = np.diff(out)
+    assert out[0] < 0.02  # the first item at once
+    assert (gaps >= 0.028).all() and gaps.sum() < 0.03 * 4 + 0.1, gaps
+    time.sleep(0.1)  # a slow stage: more than one interval late
+    t1 = time.perf_counter()
+    pacer.tick(0.03)
+    pacer.tick(0.03)
+    assert 0.025 <= time.perf_counter() - t1 < 0.1  # no catch-up burst: the late item at once, the next on time
+    pacer.reset()
+    t2 = time.perf_counter()
+    pacer.tick(10.0)
+    assert time.perf_counter() - t2 < 0.05  # after a reset the next item is due at once
+    stop = threading.Event()
+    waiting = Pacer(stop)
+    waiting.tick(0.0)
+    stop.set()
+    t3 = time.perf_counter()
+    waiting.tick(5.0)
+    assert time.perf_counter() - t3 < 0.1  # a stop request ends the wait

@@ -60,7 +60,7 @@ CASES = [
     ("model-and-checkpoint", ["--input", "{img}", "--headless", "--model", "demo", "--checkpoint", "x.pt"], 2,
      "either --model demo or --checkpoint"),
     ("landmarks-with-demo", ["--input", "{img}", "--headless", "--landmarks", "lite", "--model", "demo"], 2,
-     "--landmarks and --detect-every"),
+     "--landmarks, --detect-every"),
     ("detect-every-with-demo", ["--input", "{img}", "--headless", "--detect-every", "3", "--model", "demo"], 2,
      "--detect-every"),
     ("realfootage-on-torch", ["--input", "{img}", "--headless", "--backend", "torch"], 2, "ONNX Runtime"),
