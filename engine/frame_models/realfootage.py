@@ -67,9 +67,6 @@ class RealFootageModel(PeopleModel):
     def _fit(self, lm: Landmarks, ids: np.ndarray, refreshed: np.ndarray) -> tuple[np.ndarray, ...]:
         """(global_orient, body_pose, betas, joints) per person: fitted for people measured on this frame (or not
         fitted before), the stored fit for people carried forward (same world landmarks, so the same fit)."""
-        n = len(lm)
-        if len(ids) != n:  # a tracker without ids: fit everyone
-            ids, refreshed = np.arange(-n, 0), np.ones(n, bool)
         todo = np.flatnonzero(refreshed | ~np.isin(ids, list(self._poses)))
         fits: dict[int, tuple[np.ndarray, ...]] = {}
         if len(todo):
@@ -77,7 +74,7 @@ class RealFootageModel(PeopleModel):
             for row, i in enumerate(todo):
                 fits[int(ids[i])] = (fit.global_orient[row], fit.body_pose[row], fit.betas[row], fit.joints[row])
         rows = [fits.get(int(i)) or self._poses[int(i)] for i in ids]
-        self._poses = {int(i): r for i, r in zip(ids, rows, strict=True) if i >= 0}
+        self._poses = {int(i): r for i, r in zip(ids, rows, strict=True)}
         return tuple(np.stack([r[k] for r in rows]).astype(np.float32) for k in range(4))
 
     def _people(self, lm: Landmarks, ids: np.ndarray, refreshed: np.ndarray, box: Letterbox) -> People:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -115,10 +115,10 @@ class TrackedPoses:
     rgb: np.ndarray
     detect_ms: float
     landmarks_ms: float
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    refreshed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    crops: int = 0
-    detect_bg_ms: float = 0.0
+    ids: np.ndarray
+    refreshed: np.ndarray
+    crops: int
+    detect_bg_ms: float
 
 
 @dataclass
