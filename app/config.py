@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = ROOT / "assets" / "models" / "demo_mobilenetv3.pt"
 REALFOOTAGE_DIR = ROOT / "assets" / "models" / "realfootage"
 MODELS = ("realfootage", "demo")
-DEFAULT_LANDMARKS = "full"
+DEFAULT_LANDMARKS = "mixed"
 DEFAULT_DETECT_EVERY = 2  # on its own thread (DEFAULT_DETECT_LAG): recall 0.81 on hand-boxed video; every 4th: 0.79
 DEFAULT_LANDMARK_BUDGET = 2.0  # landmark crops per frame on average: what keeps 5+ people live on 2 CPU cores
 DEFAULT_DETECT_LAG = 2  # frames a background detector pass has (it runs beside the landmark crops, on the other core)
@@ -185,9 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--checkpoint", type=Path, default=None,
                    help="official weights (.pt/.pth/.pkl, or an exported .onnx/.engine) of InstanceHMR, "
                         "3DCrowdNet or JOTR: the system is told from the file")
-    m.add_argument("--landmarks", choices=("full", "lite"), default=None,
+    m.add_argument("--landmarks", choices=("full", "lite", "mixed"), default=None,
                    help=f"realfootage: BlazePose landmark network (default {DEFAULT_LANDMARKS}; lite is faster, "
-                        "full is more precise)")
+                        "full is more precise, mixed lets full find people and lite follow them)")
     m.add_argument("--detect-every", type=int, default=None, metavar="N",
                    help=f"realfootage: look for new people every N frames while people are tracked (default "
                         f"{DEFAULT_DETECT_EVERY})")

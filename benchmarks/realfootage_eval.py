@@ -34,6 +34,7 @@ def open_model(args):
         DEFAULT_DETECT_EVERY,
         DEFAULT_DETECT_LAG,
         DEFAULT_LANDMARK_BUDGET,
+        DEFAULT_LANDMARKS,
         DEMO_CHECKPOINT,
         REALFOOTAGE_DIR,
     )
@@ -42,7 +43,8 @@ def open_model(args):
 
     body = create_body_model("anny")
     if args.model == "realfootage":
-        model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=args.landmarks, threads=args.threads,
+        model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=args.landmarks or DEFAULT_LANDMARKS,
+                                 threads=args.threads,
                                  detect_every=DEFAULT_DETECT_EVERY if args.detect_every is None else args.detect_every,
                                  landmark_budget=DEFAULT_LANDMARK_BUDGET if args.landmark_budget is None
                                  else args.landmark_budget,
@@ -178,7 +180,8 @@ def main() -> int:
     ap.add_argument("--annotations", type=Path, default=ROOT / "tests" / "data" / "realfootage_boxes.json")
     ap.add_argument("--model", choices=("realfootage", "demo", "instancehmr"), default="realfootage")
     ap.add_argument("--checkpoint", type=Path, help="InstanceHMR checkpoint (--model instancehmr)")
-    ap.add_argument("--landmarks", choices=("full", "lite"), default="full")
+    ap.add_argument("--landmarks", choices=("full", "lite", "mixed"), default=None,
+                    help="landmark networks (default: the app's)")
     ap.add_argument("--detect-every", type=int, default=None, help="detector period (default: the app's)")
     ap.add_argument("--landmark-budget", type=float, default=None,
                     help="landmark crops per frame on average (0: everyone every frame; default: the app's)")

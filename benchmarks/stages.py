@@ -249,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="InstanceHMR checkpoint (.pt/.pth/.pkl)")
     src.add_argument("--model", help="random-weight variant (resnet50, hrnet32, resnet18, mobilenetv3), for timing")
-    src.add_argument("--realfootage", choices=("full", "lite"),
-                     help="the bundled real-footage model (detector + BlazePose full/lite + body fit)")
+    src.add_argument("--realfootage", choices=("full", "lite", "mixed"),
+                     help="the bundled real-footage model (detector + BlazePose full/lite/mixed + body fit)")
     b.add_argument("--input-size", type=int, help="override the network input size (multiple of 32)")
     b.add_argument("--seed", type=int, default=0, help="seed for --model")
     b.add_argument("--backend", choices=BACKENDS, default="onnxruntime")

@@ -160,7 +160,7 @@ def test_default_model_window_names_model_and_draws_people(display, tmp_path):
         assert pump(app, lambda: win.frames_shown >= 10, 120), "no frames arrived"
         pump(app, lambda: False, 0.5)  # let the HUD timer run
         assert "BlazePose" in win.windowTitle() and "onnxruntime" in win.windowTitle(), win.windowTitle()
-        assert win.overlay.hud_lines[0].startswith("NanoDet + BlazePose full"), win.overlay.hud_lines
+        assert win.overlay.hud_lines[0].startswith("NanoDet + BlazePose full + lite"), win.overlay.hud_lines
         assert "DEMO" not in win.overlay.hud_lines[0]
         assert len(win.last_output.people) >= 3  # vtest's first frames show 3-4 walkers
     finally:

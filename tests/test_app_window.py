@@ -194,7 +194,10 @@ def test_settings_panel_applies_live_settings_faces_and_model(window, clips, tmp
     assert faces is not None and len(faces) <= 400
     # model/backend: a new session at the same position, the live settings carried over
     at = frame_of(win)[1]
-    d.model.setCurrentIndex(2)  # demo
+    from app.ui.settings_panel import MODEL_ITEMS
+
+    row = {model: i for i, (_, model, _) in enumerate(MODEL_ITEMS)}
+    d.model.setCurrentIndex(row["demo"])
     d.backend.setCurrentIndex(d.backend.findText("onnxruntime"))
     d.apply_model.click()
     assert d.busy.isVisible() and win.loading_bar.isVisible() and not d.apply_model.isEnabled()
@@ -208,7 +211,7 @@ def test_settings_panel_applies_live_settings_faces_and_model(window, clips, tmp
     assert "SYNTHETIC DEMO" in win._model_line
     # a checkpoint that does not exist: the error is shown and the demo model keeps running
     current = win.session
-    d.model.setCurrentIndex(3)
+    d.model.setCurrentIndex(row["instancehmr"])
     d.checkpoint.setText(str(tmp_path / "nope.pt"))
     d.apply_model.click()
     assert pump(app, lambda: not win.switcher.busy, 30)

@@ -79,7 +79,7 @@ def test_defaults_are_the_parsers_and_every_option_has_one_home():
         key = RENAMED.get(action.dest, action.dest)
         assert len(stored.get(key, [])) == 1, f"--{action.dest}: stored {len(stored.get(key, []))} times in the tree"
     # derived defaults (None -> the real-footage model and its landmarks) and the plain ones straight from argparse
-    assert cfg.model.name == "realfootage" and cfg.model.checkpoint is None and cfg.model.landmarks == "full"
+    assert cfg.model.name == "realfootage" and cfg.model.checkpoint is None and cfg.model.landmarks == "mixed"
     for dest in ("max_people", "smooth", "smooth_strength", "opacity", "show_mesh", "show_3d", "live_faces",
                  "threads", "backend", "device", "mesh_format", "npz_format", "mesh_space", "max_frames", "out_dir"):
         assert stored[dest] == [parser.get_default(dest)], dest

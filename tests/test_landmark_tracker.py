@@ -42,9 +42,13 @@ class Scene:
         self.template = _template()
         self.hidden: set[int] = set()  # people the detector sees but the landmark network rejects
         self.appear = np.zeros(len(starts), np.int64)  # frame each person walks in
+        self.jumps: dict[int, tuple[int, float]] = {}  # person -> (frame, sideways step taken then)
 
     def hips(self) -> np.ndarray:
-        return self.starts + np.array([self.speed * self.frame, 0.0], np.float32)
+        hips = self.starts + np.array([self.speed * self.frame, 0.0], np.float32)
+        for i, (f, dx) in self.jumps.items():
+            hips[i, 0] += dx if self.frame >= f else 0.0
+        return hips
 
     def boxes(self) -> np.ndarray:
         h = self.hips()[self.appear <= self.frame]
@@ -101,9 +105,10 @@ class FakeLandmarks:
 
 
 def _run(cfg: TrackerCfg, frames: int, people: int = 5, hidden: set[int] | None = None,
-         appear: dict[int, int] | None = None):
+         appear: dict[int, int] | None = None, jumps: dict[int, tuple[int, float]] | None = None):
     scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(people)])
     scene.hidden = hidden or set()
+    scene.jumps = jumps or {}
     for i, f in (appear or {}).items():
         scene.appear[i] = f
     lmk, det = FakeLandmarks(scene), FakeDetector(scene)
@@ -242,3 +247,75 @@ def test_background_detector_passes_are_taken_in_a_fixed_number_of_frames_later(
     for (a, _, _), (b, _, _) in zip(out, again, strict=True):
         np.testing.assert_array_equal(a.ids, b.ids)
         np.testing.assert_array_equal(a.landmarks.image, b.landmarks.image)
+
+
+def test_a_track_that_only_loosely_covers_its_detection_is_reframed_and_keeps_its_id():
+    """Person 0 side-steps 21 px while carried forward: the detector's box and the track's then overlap with IoU
+    ~0.35 (between new_iou and reseed_iou). The track is cropped again at once from the detector's framing and
+    keeps its id; nobody is re-seeded as a new person."""
+    cfg = TrackerCfg(detect_every=1, landmark_budget=1, reseed_iou=0.4)
+    out, _ = _run(cfg, frames=12, jumps={0: (8, 21.0)})
+    ids0 = sorted(out[0][0].ids.tolist())
+    for res, _, _ in out:
+        assert sorted(res.ids.tolist()) == ids0
+    res, crops, hips = out[8]
+    first = int(np.argmin(res.landmarks.image[:, 23:25, 0].mean(axis=1)))  # the leftmost person is person 0
+    assert res.refreshed[first], "the loose track is measured again on the frame its detection came in"
+    np.testing.assert_allclose(res.landmarks.image[first, 23:25, 0].mean(), hips[0, 0], atol=0.5)
+    assert crops == res.crops == 2  # the budget's one crop and the re-framed one
+
+
+def test_merged_tracks_keep_the_oldest_identity():
+    """Two tracks on one person (a detection the matcher missed was cropped and landed on a tracked person): the
+    better measurement stays, under the older id, age and velocity."""
+    from engine.realfootage.tracker import _Tracks
+
+    scene = Scene([(150.0, 240.0), (450.0, 240.0)])
+    lmk = FakeLandmarks(scene)
+    rois = Rois(np.array([[150, 240], [450, 240], [151, 240]], np.float32), np.full(3, 150, np.float32),
+                np.zeros(3, np.float32))
+    lm = lmk(FRAME, rois)
+    lm.flag[:] = [0.6, 0.9, 0.95]  # the fresh crop of person 0 (row 2) is the better one
+    tracks = _Tracks.new(lm, np.array([3, 4, 9], np.int64))
+    tracks.ages[:] = [40, 30, 0]
+    tracks.vel[:2] = [[3.0, 0.0], [-2.0, 0.0]]
+    tracker = LandmarkTracker(FakeDetector(scene), lmk, TrackerCfg())
+    merged, keep = tracker._merge(tracks)
+    assert keep.tolist() == [2, 1]
+    kept = merged.select(keep)
+    assert kept.ids.tolist() == [3, 4] and kept.ages.tolist() == [40, 30]
+    np.testing.assert_array_equal(kept.vel, [[3.0, 0.0], [-2.0, 0.0]])
+    np.testing.assert_allclose(kept.lm.flag, [0.95, 0.9])
+
+
+def test_a_follow_network_measures_the_tracked_people_and_the_main_one_judges_newcomers():
+    scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(4)])
+    scene.appear[3] = 4
+    find, follow = FakeLandmarks(scene), FakeLandmarks(scene)
+    tracker = LandmarkTracker(FakeDetector(scene), find, TrackerCfg(detect_every=2, landmark_budget=2), follow=follow)
+    per_frame = []
+    for f in range(8):
+        scene.frame = f
+        a, b = find.crops, follow.crops
+        res = tracker(FRAME, 0.3, 64)
+        per_frame.append((find.crops - a, follow.crops - b, len(res.ids)))
+    assert per_frame[0] == (3, 0, 3)  # the first people are judged by the main network
+    assert all(fo == 2 for _, fo, _ in per_frame[1:])  # then the budget goes to the follow network
+    # the newcomer (in from frame 4, seen by the pass on frame 4) is cropped once by the main network
+    assert [fi for fi, _, _ in per_frame[1:]] == [0, 0, 0, 1, 0, 0, 0]
+    assert per_frame[-1][2] == 4
+
+
+def test_open_tracker_mixed_pairs_full_finding_with_lite_following():
+    from app.config import REALFOOTAGE_DIR
+    from engine.errors import ConfigError
+    from engine.frame_models import DETECT_THRESHOLD, open_tracker
+
+    tracker, _, threshold = open_tracker(REALFOOTAGE_DIR, landmarks="mixed", landmark_budget=2)
+    assert tracker.landmarks.graph.path.name == "blazepose_full.onnx"
+    assert tracker.follow.graph.path.name == "blazepose_lite.onnx"
+    assert threshold == DETECT_THRESHOLD["full"]
+    single, _, _ = open_tracker(REALFOOTAGE_DIR, landmarks="lite")
+    assert single.follow is single.landmarks
+    with pytest.raises(ConfigError, match="mixed"):
+        open_tracker(REALFOOTAGE_DIR, landmarks="heavy")

@@ -226,7 +226,7 @@ def test_model_selection_options():
         return build_cfg(build_parser().parse_args(["--headless", "--input", "x.mp4", *argv]))
 
     default = cfg().model
-    assert default.name == "realfootage" and default.checkpoint is None and default.landmarks == "full"
+    assert default.name == "realfootage" and default.checkpoint is None and default.landmarks == "mixed"
     assert cfg("--landmarks", "lite").model.landmarks == "lite"
     assert cfg("--checkpoint", "w.pkl").model.name == "instancehmr"
     assert cfg("--checkpoint", "w.pkl", "--landmarks", "lite").model.landmarks == "lite"  # 3DCrowdNet/JOTR use it

@@ -40,13 +40,13 @@ class ModelChoice:
         model: "realfootage", "demo" or "instancehmr" (a checkpoint file).
         checkpoint: the weights file for "instancehmr" (None otherwise).
         backend: "auto", "tensorrt", "onnxruntime" or "torch" (realfootage: auto/onnxruntime only).
-        landmarks: realfootage landmark network, "full" or "lite".
+        landmarks: realfootage landmark network, "full", "lite" or "mixed" (full finds people, lite follows).
     """
 
     model: str
     checkpoint: str | None = None
     backend: str = "auto"
-    landmarks: str = "full"
+    landmarks: str = "mixed"
 
 
 class Services(Protocol):

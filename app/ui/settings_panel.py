@@ -14,10 +14,11 @@ from PyQt5 import QtCore, QtWidgets
 from .services import ModelChoice
 
 MODEL_ITEMS = (  # combo text, ModelChoice.model, landmarks
+    ("real footage (BlazePose full finds people, lite follows them)", "realfootage", "mixed"),
     ("real footage (BlazePose full)", "realfootage", "full"),
     ("real footage (BlazePose lite)", "realfootage", "lite"),
-    ("demo (synthetic-trained InstanceHMR)", "demo", "full"),
-    ("Checkpoint file (InstanceHMR, 3DCrowdNet, JOTR)...", "instancehmr", "full"),
+    ("demo (synthetic-trained InstanceHMR)", "demo", "mixed"),
+    ("Checkpoint file (InstanceHMR, 3DCrowdNet, JOTR)...", "instancehmr", "mixed"),
 )
 
 

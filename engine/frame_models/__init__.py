@@ -10,10 +10,14 @@ __all__ = ["FramePeople", "ModelInfo", "PeopleModel", "PeopleQuery", "open_insta
            "open_realfootage", "open_tracker"]
 
 LANDMARK_FILES = {"full": "blazepose_full.onnx", "lite": "blazepose_lite.onnx"}
+# --landmarks choice -> (network that decides who is a person, network that follows the people tracked)
+LANDMARK_CHOICES = {"full": ("full", "full"), "lite": ("lite", "lite"), "mixed": ("full", "lite")}
 DETECTOR_FILE = "nanodet.onnx"
 # Detector score thresholds, measured on hand-boxed real footage: full BlazePose's pose flag rejects false
-# detections better than lite's, so full can take the more permissive detector setting (both >= 0.89 precision).
-DETECT_THRESHOLD = {"full": 0.35, "lite": 0.45}
+# detections better than lite's, so full can take the more permissive detector setting (both >= 0.89 precision);
+# "mixed" judges new people with full.
+DETECT_THRESHOLD = {"full": 0.35, "lite": 0.45, "mixed": 0.35}
+LANDMARK_LABELS = {"full": "full", "lite": "lite", "mixed": "full + lite"}  # in the model's title (HUD, logs)
 
 
 def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int = 1,
@@ -44,13 +48,19 @@ def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 
     from ..realfootage.tracker import LandmarkTracker, TrackerCfg
     from ..runtime.graph import OnnxGraph
 
-    if landmarks not in LANDMARK_FILES:
-        raise ConfigError(f"unknown landmark network {landmarks!r}; expected one of {', '.join(LANDMARK_FILES)}")
+    if landmarks not in LANDMARK_CHOICES:
+        raise ConfigError(f"unknown landmark network {landmarks!r}; expected one of {', '.join(LANDMARK_CHOICES)}")
     model_dir = Path(model_dir)
-    lmk = OnnxGraph(model_dir / LANDMARK_FILES[landmarks], (), BlazePoseLandmarks.OUTPUTS, threads, device=device)
+
+    def graph(name: str) -> OnnxGraph:
+        return OnnxGraph(model_dir / LANDMARK_FILES[name], (), BlazePoseLandmarks.OUTPUTS, threads, device=device)
+
+    find, follow = LANDMARK_CHOICES[landmarks]
+    lmk = graph(find)
     det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads, device=device)
     cfg = TrackerCfg(detect_every=detect_every, landmark_budget=landmark_budget, detect_lag=detect_lag)
-    tracker = LandmarkTracker(PersonDetector(det), BlazePoseLandmarks(lmk), cfg)
+    tracker = LandmarkTracker(PersonDetector(det), BlazePoseLandmarks(lmk), cfg,
+                              follow=BlazePoseLandmarks(graph(follow)) if follow != find else None)
     return tracker, lmk.device, DETECT_THRESHOLD[landmarks]
 
 
@@ -62,7 +72,7 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
     Args:
         model_dir: folder with ``nanodet.onnx`` and ``blazepose_{full,lite}.onnx``.
         body: the body model the people will be rendered with (the IK fits its skeleton).
-        landmarks: "full" or "lite" BlazePose.
+        landmarks: "full" or "lite" BlazePose, or "mixed" (full finds people, lite follows them).
         threads: ONNX Runtime intra-op threads per network.
         detect_every: detector period while people are tracked.
         device: "auto" (ONNX Runtime's GPU providers when onnxruntime-gpu works, else CPU), "cpu", "cuda[:N]".
@@ -77,8 +87,9 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
     tracker, where, threshold = open_tracker(model_dir, landmarks, threads, detect_every, device, landmark_budget,
                                              detect_lag)
     schedule = f", {landmark_budget:g} crops/frame" if landmark_budget > 0 else ""
-    info = ModelInfo("realfootage", f"NanoDet + BlazePose {landmarks}{schedule} + IK", f"onnxruntime {where} fp32",
-                     synthetic_demo=False, default_threshold=threshold)
+    title = f"NanoDet + BlazePose {LANDMARK_LABELS[landmarks]}{schedule} + IK"
+    info = ModelInfo("realfootage", title, f"onnxruntime {where} fp32", synthetic_demo=False,
+                     default_threshold=threshold)
     return RealFootageModel(tracker, BodyFitter(body), info)
 
 
@@ -136,6 +147,6 @@ def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, 
                                          detect_lag)
     with torch.inference_mode():
         rest = body(torch.zeros(1, 3), torch.zeros(1, 69), root_align=False).joints[0, :24].numpy()
-    info = ModelInfo(system, f"{names[system]} (2D poses: NanoDet + BlazePose {landmarks})", where,
+    info = ModelInfo(system, f"{names[system]} (2D poses: NanoDet + BlazePose {LANDMARK_LABELS[landmarks]})", where,
                      synthetic_demo=False, default_threshold=threshold)
     return PoseGuidedModel(tracker, runner, system, rest, info)
