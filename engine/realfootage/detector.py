@@ -46,9 +46,11 @@ class Detections:
 
 @dataclass
 class PreparedFrame:
-    """A frame letterboxed for the detector: x [1, 3, H, W] float32, the frame -> input scale, the frame's (h, w)."""
+    """A frame resized for the detector: image [h, w, 3] uint8 (its own copy, long side at the input size), the
+    frame -> input scale, the frame's (h, w). The float input is made from it by :meth:`PersonDetector.detect`, on
+    the thread that runs the network: the model thread only pays for the resize."""
 
-    x: np.ndarray
+    image: np.ndarray
     scale: float
     frame_hw: tuple[int, int]
 
@@ -129,28 +131,32 @@ class PersonDetector:
 
     def preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, float]:
         """Letterbox to the top-left of the input canvas: (NCHW float32 [1, 3, H, W], frame->input scale)."""
-        h, w = frame_bgr.shape[:2]
-        k = self.size / max(h, w)
-        nw, nh = max(1, round(w * k)), max(1, round(h * k))
-        ih, iw = self.input_hw(h, w)
-        canvas = np.zeros((ih, iw, 3), np.float32)
-        img = cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        if not self.bgr:
-            img = img[:, :, ::-1]
-        canvas[:nh, :nw] = (img - self.mean) * self.inv_std
-        return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]), k
+        prepared = self.prepare(frame_bgr)
+        return self._tensor(prepared), prepared.scale
 
     def __call__(self, frame_bgr: np.ndarray, threshold: float, max_people: int = 64) -> Detections:
         return self.detect(self.prepare(frame_bgr), threshold, max_people)
 
     def prepare(self, frame_bgr: np.ndarray) -> PreparedFrame:
-        """The frame as the network reads it (a copy: the frame itself may be drawn on once this returns)."""
-        x, k = self.preprocess(frame_bgr)
-        return PreparedFrame(x, k, frame_bgr.shape[:2])
+        """The frame resized for the network (a copy: the frame itself may be drawn on once this returns)."""
+        h, w = frame_bgr.shape[:2]
+        k = self.size / max(h, w)
+        img = cv2.resize(frame_bgr, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_LINEAR)
+        return PreparedFrame(img, k, (h, w))
+
+    def _tensor(self, prepared: PreparedFrame) -> np.ndarray:
+        """The network input: the resized frame normalised, at the top-left of a zero canvas, NCHW."""
+        img = prepared.image if self.bgr else prepared.image[:, :, ::-1]
+        nh, nw = img.shape[:2]
+        ih, iw = self.input_hw(*prepared.frame_hw)
+        x = np.zeros((1, 3, ih, iw), np.float32)
+        for c in range(3):
+            x[0, c, :nh, :nw] = (img[:, :, c] - self.mean[c]) * self.inv_std[c]
+        return x
 
     def detect(self, prepared: PreparedFrame, threshold: float, max_people: int = 64) -> Detections:
         """Network + decoding of a prepared frame (thread-safe: it touches no state but the grid cache)."""
-        x, k = prepared.x, prepared.scale
+        x, k = self._tensor(prepared), prepared.scale
         ih, iw = x.shape[2:]
         out = self.graph.run({self.input_name: x})
         boxes, scores = [], []
