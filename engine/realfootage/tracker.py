@@ -83,7 +83,7 @@ class TrackerCfg:
     track_threshold: float = 0.5
     box_scale: float = 1.25
     new_iou: float = 0.3
-    reseed_iou: float = 0.4
+    reseed_iou: float = 0.5
     merge_distance: float = 0.12
     min_visible: int = 6
     max_misses: int = 1
