@@ -115,3 +115,31 @@ def test_rectangular_input_finds_what_the_square_input_finds():
         pairs = match_boxes(iou_matrix(square.boxes, rect.boxes), 0.5)
         assert len(pairs) >= len(square) - 1 and abs(len(rect) - len(square)) <= 1
         assert np.median(iou_matrix(square.boxes, rect.boxes)[pairs[:, 0], pairs[:, 1]]) > 0.9
+
+
+def test_the_input_is_the_frame_normalised_at_the_top_left_of_a_zero_canvas():
+    det = _detector()
+    x, k = det.preprocess(np.full((576, 768, 3), (10, 200, 90), np.uint8))
+    assert k == pytest.approx(416 / 768)
+    assert x.shape == (1, 3, 320, 416) and x.dtype == np.float32
+    expected = (np.array([10, 200, 90], np.float32) - det.mean) * det.inv_std  # NanoDet reads BGR
+    np.testing.assert_allclose(x[0, :, :312, :].reshape(3, -1).T, np.broadcast_to(expected, (312 * 416, 3)), rtol=1e-6)
+    assert not x[0, :, 312:, :].any()  # the padding rows
+
+
+@needs_data
+def test_a_prepared_frame_is_a_copy_so_drawing_on_the_frame_does_not_reach_a_pass():
+    """The model thread prepares the frame (a resize, its own copy) and the detector thread runs the pass later,
+    while the frame may already carry the overlay."""
+    det = _detector()
+    cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    clean = det(frame.copy(), 0.35)
+    prepared = det.prepare(frame)
+    assert prepared.image.dtype == np.uint8 and prepared.image.shape == (312, 416, 3)
+    frame[:] = 255  # drawn over before the pass runs
+    later = det.detect(prepared, 0.35)
+    assert len(clean) >= 3
+    np.testing.assert_array_equal(later.boxes, clean.boxes)
