@@ -9,15 +9,16 @@ landmarks, and the 2D-pose-guided regressors (3DCrowdNet, JOTR) take them as the
    others are carried forward at their image velocity with their last pose. That
    is how a crowd stays live on two CPU cores: the landmark network costs per crop, and a person's pose rarely
    changes much in the 2-3 frames they wait.
-   People whose pose flag drops below ``track_threshold`` are let go; two tracks that converged on one person are
-   merged.
+   These crops can use a lighter network than the one that judges new people (``follow``: BlazePose lite behind
+   full). People whose pose flag drops below ``track_threshold`` are let go; two tracks that converged on one
+   person are merged under the older id.
 2. **Detect** (NanoDet, COCO person class) every ``detect_every`` frames, or every frame while nobody is tracked.
    Detections matched one-to-one to tracked people are not new; the detector only has to find people who are.
    It also keeps the tracks honest: an established track that loses its person triggers a detector pass on the
    same frame, a track the detector stops confirming is dropped, and one that only loosely covers its detection is
-   cropped again from the detector's box. A detection the landmark network rejected (no person in its crop: a
-   mannequin, a poster, someone almost fully hidden) is not tried again for ``retry_after`` detector passes, so
-   the same wrong box does not cost a crop on every pass.
+   cropped again from the detector's box, under its own id. A detection the landmark network rejected (no person
+   in its crop: a mannequin, a poster, someone almost fully hidden) is not tried again for ``retry_after``
+   detector passes, so the same wrong box does not cost a crop on every pass.
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ class LandmarkTracker:
         if dets is not None:
             tracks, seeds, reframed = self._match(tracks, dets.boxes, det_age)
             if len(reframed):  # measured again at once, from the detector's framing
-                tracks = self._measure(rgb, tracks, reframed, self.follow)
+                tracks = self._measure(rgb, tracks, reframed)
                 crops += len(reframed)
                 tracks = tracks.select(np.setdiff1d(np.arange(len(tracks)),
                                                     reframed[tracks.lm.flag[reframed] < cfg.flag_threshold]))
@@ -301,16 +302,15 @@ class LandmarkTracker:
             k = max(int(np.floor(self._credit + 1e-9)), int((tracks.stale > self.cfg.max_stale).sum()))
             due = np.sort(order[:min(k, n)])
             self._credit -= len(due)
-        return self._measure(rgb, tracks, due, self.follow), len(due)
+        return self._measure(rgb, tracks, due), len(due)
 
-    def _measure(self, rgb: np.ndarray, tracks: _Tracks, due: np.ndarray,
-                 net: BlazePoseLandmarks | None = None) -> _Tracks:
-        """The tracks with the landmarks of rows ``due`` measured on this frame, each from its ``next_rois``, by
-        ``net`` (default: the network that finds people)."""
+    def _measure(self, rgb: np.ndarray, tracks: _Tracks, due: np.ndarray) -> _Tracks:
+        """The tracks with the landmarks of rows ``due`` measured on this frame by the follow network, each from
+        its ``next_rois``."""
         n, budget = len(tracks), self.cfg.landmark_budget
         if len(due) == 0:
             return tracks
-        fresh = (net or self.landmarks)(rgb, tracks.lm.next_rois.select(due))
+        fresh = self.follow(rgb, tracks.lm.next_rois.select(due))
         lm = tracks.lm
         if len(due) < n:  # write the measured rows into the carried set
             parts = {k: getattr(lm, k).copy() for k in ("image", "visibility", "presence", "world", "flag")}
