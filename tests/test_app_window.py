@@ -327,7 +327,12 @@ def test_3d_view_frames_the_people_over_a_floor(window):
     saturated = (rgb.max(axis=2) - rgb.min(axis=2)) > 40  # people's colours; background and grid are grey
     ys, xs = np.nonzero(saturated)
     assert saturated.sum() > 80, "no people in the 3D view"
-    assert abs(xs.mean() / w - 0.5) < 0.2 and abs(ys.mean() / h - 0.5) < 0.25, "people not centred"
+    # the camera fits everyone's extent around them, so the middle of that extent is centred; the pixel mass is not
+    # (a near person outweighs a far one: a CI run under load caught the view with the mass at 0.27 of the width
+    # while the extent spanned 0.22-0.76)
+    mid_x = (np.percentile(xs, 1) + np.percentile(xs, 99)) / 2
+    mid_y = (np.percentile(ys, 1) + np.percentile(ys, 99)) / 2
+    assert abs(mid_x / w - 0.5) < 0.2 and abs(mid_y / h - 0.5) < 0.25, "people not centred"
     grey = (np.abs(rgb - [89, 89, 102]).max(axis=2) < 12)  # the floor grid's colour
     assert grey.mean() > 0.002, "no floor grid"
     assert ys.max() > np.nonzero(grey)[0].min()  # people stand on the floor, not below it
