@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from engine.body import create_body_model
 from engine.models import build_model
+
+
+@pytest.fixture(scope="module")
+def body():
+    """The Anny body model (bundled, no SMPL files), one per test module; torch on one thread like the app's body
+    stage."""
+    torch.set_num_threads(1)
+    return create_body_model("anny")
 
 
 def official_container(model: torch.nn.Module, with_extras: bool = True) -> dict:

@@ -13,15 +13,8 @@ from app.render.colors import track_color
 from app.render.lod import simplify_faces
 from app.render.projection import project_points
 from app.render.raster import visible_faces
-from engine.body import create_body_model
 from engine.postprocess import people_to_meshes
 from engine.types import Letterbox, People
-
-
-@pytest.fixture(scope="module")
-def body():
-    torch.set_num_threads(1)
-    return create_body_model("anny")
 
 
 def make_people(cams: list[tuple[float, float, float]], ids: list[int] | None = None) -> People:

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import app.paths as app_paths
 from app.export_mesh import MeshExporter
 from app.render.colors import track_color
-from engine.body import create_body_model
 from engine.errors import OutputError
 from engine.postprocess import people_to_meshes
 from engine.types import Letterbox, People
@@ -33,12 +31,6 @@ MTL_NAME = "people.mtl"
 def srgb_to_linear(c: float) -> float:
     """The sRGB transfer function (IEC 61966-2-1): glTF colour factors are linear."""
     return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-
-@pytest.fixture(scope="module")
-def body():
-    torch.set_num_threads(1)
-    return create_body_model("anny")
 
 
 @pytest.fixture(scope="module")

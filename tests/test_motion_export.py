@@ -23,7 +23,7 @@ from app.motion.gltf_anim import srgb_to_linear
 from app.motion.rotations import euler_zxy
 from app.motion.tracks import MotionRecorder
 from app.render.colors import track_color
-from engine.body import SMPL_JOINT_NAMES, SMPL_PARENTS, create_body_model
+from engine.body import SMPL_JOINT_NAMES, SMPL_PARENTS
 from engine.types import People
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -208,12 +208,6 @@ def skinned_vertices(doc: dict, binary: bytes, mesh_node: int, time: float) -> n
 
 # ---------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def anny():
-    torch.set_num_threads(1)
-    return create_body_model("anny")
-
-
-@pytest.fixture(scope="module")
 def smpl(tmp_path_factory):
     pytest.importorskip("smplx")
     from engine.body.smpl import SmplBody
@@ -238,7 +232,7 @@ def record(frames: dict[int, list[tuple[int, np.ndarray, np.ndarray]]], betas: n
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory, anny):
+def clip(tmp_path_factory, body):
     """Three Anny tracks over frames 0..29 at 12 fps: id 2 the whole clip, id 5 frames 4..19 with a gap at
     9..11, id 7 frames 20..29 (partial lives exercise the glb's visibility keys)."""
     rng = np.random.default_rng(1)
@@ -250,7 +244,7 @@ def clip(tmp_path_factory, anny):
         for f in fs:
             frames.setdefault(f, []).append((tid, thetas[tid][f], trans[tid][f]))
     out = tmp_path_factory.mktemp("anim")
-    res = export_clip(out, "walk", 12.0, anny, record(frames))
+    res = export_clip(out, "walk", 12.0, body, record(frames))
     return {"dir": out, "result": res, "lives": {k: list(v) for k, v in lives.items()}, "thetas": thetas,
             "trans": trans, "fps": 12.0}
 
@@ -309,7 +303,7 @@ def test_bvh_round_trip_matches_smpl_joints_exactly(tmp_path, smpl):
     assert bvh["frames"] == 25 and bvh["frame_time"] == pytest.approx(1 / 25.0, abs=1e-8)
 
 
-def test_bvh_round_trip_matches_anny_joints(clip, anny):
+def test_bvh_round_trip_matches_anny_joints(clip, body):
     """Anny spreads spine1, neck and head over two bones each, so the skeleton puts those three joints at their
     pivots (1-4 cm from Anny's reported joints, see app/motion/rig.py): the other 21 joints are exact (< 1 mm) when
     those three are straight, and stay within 1 cm for bent ones."""
@@ -321,10 +315,10 @@ def test_bvh_round_trip_matches_anny_joints(clip, anny):
     tr = np.array([0.0, 0.3, 3.0]) + rng.normal(0, 0.1, (40, 3))
     for poses, bound in ((straight, 1e-3), (th, 1e-2)):
         out = Path(tempfile.mkdtemp(dir=clip["dir"]))
-        export_clip(out, "a", 30.0, anny, record({f: [(0, poses[f], tr[f])] for f in range(40)}))
+        export_clip(out, "a", 30.0, body, record({f: [(0, poses[f], tr[f])] for f in range(40)}))
         bvh = parse_bvh((out / "a_id0.bvh").read_text())
         order = [SMPL_JOINT_NAMES.index(n) for n in bvh["names"]]
-        err = np.linalg.norm(bvh_fk(bvh) - body_world_joints(anny, poses, tr)[:, order], axis=-1)
+        err = np.linalg.norm(bvh_fk(bvh) - body_world_joints(body, poses, tr)[:, order], axis=-1)
         split = [k for k, n in enumerate(bvh["names"]) if SMPL_JOINT_NAMES.index(n) in SPLIT_JOINTS]
         rigid = [k for k in range(24) if k not in split]
         assert err[:, rigid].max() < bound, (bound, err[:, rigid].max())
@@ -417,7 +411,7 @@ def test_glb_structure_colours_and_visibility(clip):
     assert {m["primitives"][0]["attributes"]["POSITION"] for m in doc["meshes"]} == {prim["attributes"]["POSITION"]}
 
 
-def test_glb_skinning_follows_the_body_model(clip, anny):
+def test_glb_skinning_follows_the_body_model(clip, body):
     """Skinning the glb as a viewer does gives the app's mesh: a few mm on average, a few cm at worst (Anny's 104
     bones folded onto 24 joints: toes and fingers pivot at their own bones; see app/motion/rig.py)."""
     doc, binary = read_glb(clip["dir"] / "walk.glb")
@@ -425,7 +419,7 @@ def test_glb_skinning_follows_the_body_model(clip, anny):
     mesh_node = next(i for i, n in enumerate(doc["nodes"]) if n["name"] == "id5_body")
     for f in (4, 8, 15, 19):
         got = skinned_vertices(doc, binary, mesh_node, f / fps)
-        want = body_world_vertices(anny, clip["thetas"][5][f:f + 1], clip["trans"][5][f:f + 1])[0]
+        want = body_world_vertices(body, clip["thetas"][5][f:f + 1], clip["trans"][5][f:f + 1])[0]
         err = np.linalg.norm(got - want, axis=1)
         assert err.mean() < 0.004 and err.max() < 0.06, (f, err.mean(), err.max())
     hidden = skinned_vertices(doc, binary, mesh_node, 25 / fps)  # after its life: collapsed to a point
@@ -461,8 +455,8 @@ def test_glb_passes_the_khronos_validator(clip):
 
 
 # ---------------------------------------------------------------------------------------------------- sink
-def test_sink_records_arrays_only_and_writes_at_close(tmp_path, anny):
-    sink = AnimSink(tmp_path, "live", 30.0, anny)
+def test_sink_records_arrays_only_and_writes_at_close(tmp_path, body):
+    sink = AnimSink(tmp_path, "live", 30.0, body)
     rng = np.random.default_rng(2)
     for f in range(300):
         th = random_thetas(rng, 2)
@@ -476,23 +470,23 @@ def test_sink_records_arrays_only_and_writes_at_close(tmp_path, anny):
     assert "2 .bvh + live.glb" in sink.note() and sink.error is None
 
 
-def test_sink_per_image_and_nobody(tmp_path, anny):
-    sink = AnimSink(tmp_path, "photos", 1.0, anny, per_image=True)
+def test_sink_per_image_and_nobody(tmp_path, body):
+    sink = AnimSink(tmp_path, "photos", 1.0, body, per_image=True)
     rng = np.random.default_rng(4)
     sink.add(0, "a", make_people(random_thetas(rng, 2), np.array([[0, 0, 4.0], [1, 0, 4.0]]), [0, 1]), None)
     sink.add(1, "b", People.empty(), None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.glb", "a_id0.bvh", "a_id1.bvh"]
     assert parse_bvh((tmp_path / "a_id1.bvh").read_text())["frames"] == 1
     sink.close()
-    empty = AnimSink(tmp_path / "none", "x", 25.0, anny)
+    empty = AnimSink(tmp_path / "none", "x", 25.0, body)
     empty.add(0, "x", People.empty(), None)
     assert empty.close().files == [] and "no tracked people" in empty.note()
 
 
-def test_write_failure_is_reported_not_raised(tmp_path, anny):
+def test_write_failure_is_reported_not_raised(tmp_path, body):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    sink = AnimSink(blocker / "sub", "clip", 25.0, anny)
+    sink = AnimSink(blocker / "sub", "clip", 25.0, body)
     rng = np.random.default_rng(6)
     sink.add(0, "clip", make_people(random_thetas(rng, 1), np.array([[0, 0, 4.0]]), [3]), None)
     sink.close()

@@ -31,13 +31,6 @@ def jotr_ckpt(tmp_path_factory) -> Path:
     return sp.save(sp.jotr_checkpoint(0), tmp_path_factory.mktemp("pg") / "jotr_3dpw.pth")
 
 
-@pytest.fixture(scope="module")
-def body():
-    from engine.body import create_body_model
-
-    return create_body_model("anny")
-
-
 def test_checkpoint_system_tells_the_three_systems_apart(crowdnet_ckpt, jotr_ckpt, tmp_path):
     ihmr = save_checkpoint(build_model("mobilenetv3"), tmp_path / "ihmr.pt")
     assert checkpoint_system(crowdnet_ckpt) == "crowdnet"

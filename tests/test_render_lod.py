@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.spatial.transform import Rotation
 
 from app.render import MeshAnnotator, Scene, render_overlay
@@ -17,15 +16,8 @@ from app.render.lod import (
     simplify_faces,
     tiny_faces,
 )
-from engine.body import create_body_model
 from engine.postprocess import people_to_meshes
 from engine.types import Letterbox, People
-
-
-@pytest.fixture(scope="module")
-def body():
-    torch.set_num_threads(1)
-    return create_body_model("anny")
 
 
 @pytest.fixture(scope="module")
