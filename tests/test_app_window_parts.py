@@ -108,6 +108,38 @@ def test_orbit_camera_frames_the_people_and_follows_smoothly():
     np.testing.assert_array_equal(cam.target, t)
 
 
+def projected_x(cam: OrbitCamera, verts: np.ndarray) -> np.ndarray:
+    """Horizontal image positions of points [M, 3], in half-widths of the view (-1 left edge, 1 right edge)."""
+    q = (cam.extrinsic() @ np.c_[verts, np.ones(len(verts))].T)[:3]
+    return q[0] / q[2] / (np.tan(cam.fov_y / 2) * cam.aspect)
+
+
+def test_orbit_camera_centres_an_uneven_group_and_never_loses_a_newcomer():
+    # four people on the right, one on the left: the middle of the extent is centred, not the mean of the centres
+    cam = OrbitCamera()
+    group = people_at([(-3.0, 0.0, -8.0), (2.0, 0.0, -8.0), (2.5, 0.0, -8.5), (3.0, 0.0, -8.0), (2.5, 0.0, -7.5)])
+    cam.update(group, now=0.0)
+    x = projected_x(cam, group.reshape(-1, 3))
+    assert abs(x.min() + x.max()) < 0.1 and x.max() < 1.0
+    # someone walks in far to the side: on that very frame everyone is in view (the target still glides)
+    cam = OrbitCamera(tau=0.6)
+    one = people_at([(0.0, 0.0, -7.0)])
+    for k in range(10):
+        cam.update(one, now=k / 12)
+    two = people_at([(0.0, 0.0, -7.0), (9.0, 0.0, -7.0)])
+    before = cam.target.copy()
+    cam.update(two, now=10 / 12)
+    assert np.linalg.norm(cam.target - before) < 0.3 * 4.5  # the view glides towards the new middle...
+    assert np.abs(projected_x(cam, two.reshape(-1, 3))).max() < 1.0  # ...but nobody is outside it
+    # the newcomer leaves: the camera comes back in slowly, not at once
+    far = cam.distance
+    cam.update(one, now=11 / 12)
+    assert cam.distance > 0.8 * far
+    for k in range(12, 80):
+        cam.update(one, now=k / 12)
+    assert cam.distance < 0.6 * far
+
+
 def test_orbit_camera_user_controls_and_reset():
     cam = OrbitCamera()
     cam.update(people_at([(0.0, 0.0, -5.0)]), now=0.0)

@@ -56,10 +56,12 @@ def read_msg(stream: BinaryIO) -> tuple[dict, bytes] | None:
 
 
 class OrbitCamera:
-    """Frames the people by itself: the camera looks at their centroid from a distance that fits their spread,
-    over a floor under their feet; everything follows exponentially (time constant ``tau`` seconds), so a person
-    walking in or a jittery estimate glides the view instead of making it jump every frame. The user orbits
-    (yaw/pitch) and zooms around that moving target; a double-click resets both.
+    """Frames the people by itself: the camera looks at the middle of everyone's extent from a distance that fits
+    them all, over a floor under their feet. The view glides (exponentially, time constant ``tau`` seconds) so a
+    person walking in or a jittery estimate does not make it jump every frame, with one exception: when someone
+    would fall outside the view, the camera backs off at once, since a person missing from a "show everyone" view
+    is worse than a sudden zoom (it comes back in slowly when people leave). The user orbits (yaw/pitch) and
+    zooms around that moving target; a double-click resets both.
 
     The floor: a video camera is usually tilted (a street camera looks down), so "down" in camera space is not the
     ground's down. With three or more people whose feet span an area, the ground plane is fitted through their
@@ -115,15 +117,21 @@ class OrbitCamera:
         return normal
 
     def measure(self, verts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, float]:
-        """People [N, V, 3] -> (centroid of their centres, radius that holds them all, up, floor height)."""
-        centres = verts.mean(axis=1)
-        centroid = centres.mean(axis=0)
-        half_extent = 0.5 * float((verts.max(axis=1) - verts.min(axis=1)).max())  # a person's half size
-        spread = float(np.linalg.norm(centres - centroid, axis=1).max()) if len(verts) > 1 else 0.0
+        """People [N, V, 3] -> (middle of their extent, radius that holds them all, up, floor height).
+
+        The middle is that of everyone's box on the floor (right, back, up), not the mean of their centres: a
+        group of four on one side and one person on the other would otherwise sit off-centre, the lone person at
+        the view's edge. The box's middle does not move as the user orbits around ``up``."""
         up = self.ground_normal(self.feet(verts, self.up))
         up = self.up if up is None else up
+        axes = np.stack(self.basis(up))  # [3, 3] rows: right, back, up
+        along = verts.reshape(-1, 3) @ axes.T
+        middle = 0.5 * (along.min(axis=0) + along.max(axis=0)) @ axes
+        centres = verts.mean(axis=1)
+        half_extent = 0.5 * float((verts.max(axis=1) - verts.min(axis=1)).max())  # a person's half size
+        spread = float(np.linalg.norm(centres - middle, axis=1).max()) if len(verts) > 1 else 0.0
         floor = float((self.feet(verts, up) @ up).min())
-        return centroid, spread + max(half_extent, 0.3), up, floor
+        return middle, spread + max(half_extent, 0.3), up, floor
 
     def fit_distance(self, verts: np.ndarray, target: np.ndarray) -> float:
         """The distance from ``target`` at which every person's bounding box is in view (with the margin) from the
@@ -147,24 +155,26 @@ class OrbitCamera:
         if len(verts) == 0:
             return
         verts = np.asarray(verts, np.float64)
-        centroid, radius, up, floor = self.measure(verts)
+        middle, radius, up, floor = self.measure(verts)
         if self.target is None:
-            self.target, self.radius, self.up, self.floor = centroid, radius, up, floor
-            self.fit = self.fit_distance(verts, centroid)
+            self.target, self.radius, self.up, self.floor = middle, radius, up, floor
+            self.fit = self.fit_distance(verts, middle)
         else:
             dt = max(now - (self._t if self._t is not None else now), 0.0)
             a = 1.0 - float(np.exp(-dt / self.tau))
-            self.target = self.target + a * (centroid - self.target)
+            self.target = self.target + a * (middle - self.target)
             self.radius += a * (radius - self.radius)
             blended = self.up + (1.0 - float(np.exp(-dt / self.tau_up))) * (up - self.up)
             self.up = blended / np.linalg.norm(blended)
             self.floor += a * (floor - self.floor)
-            self.fit += a * (self.fit_distance(verts, self.target) - self.fit)
+            need = self.fit_distance(verts, self.target)
+            self.fit = need if need > self.fit else self.fit + a * (need - self.fit)  # back off at once, in slowly
         self._t = now
 
-    def basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(right, towards the video camera, up) on the floor: the frame the orbit and the grid use."""
-        up = self.up
+    def basis(self, up: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(right, towards the video camera, up) on the floor (``up`` defaults to the view's own): the frame the
+        orbit and the grid use."""
+        up = self.up if up is None else up
         back = np.array([0.0, 0.0, 1.0]) - up[2] * up  # the video camera's side, along the floor
         back /= np.linalg.norm(back)
         return np.cross(up, back), back, up
