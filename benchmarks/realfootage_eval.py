@@ -48,7 +48,8 @@ def open_model(args):
                                  detect_every=DEFAULT_DETECT_EVERY if args.detect_every is None else args.detect_every,
                                  landmark_budget=DEFAULT_LANDMARK_BUDGET if args.landmark_budget is None
                                  else args.landmark_budget,
-                                 detect_lag=DEFAULT_DETECT_LAG if args.detect_lag is None else args.detect_lag)
+                                 detect_lag=DEFAULT_DETECT_LAG if args.detect_lag is None else args.detect_lag,
+                                 int8_detector=not args.fp32_detector)
     else:
         ckpt = args.checkpoint or DEMO_CHECKPOINT
         model = open_instancehmr(ckpt, "onnxruntime", threads=args.threads, synthetic_demo=args.checkpoint is None)
@@ -188,6 +189,7 @@ def main() -> int:
     ap.add_argument("--detect-lag", type=int, default=None, help="frames a background detector pass has (default: "
                     "the app's; 0 = the detector on the model thread)")
     ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--fp32-detector", action="store_true", help="the FP32 detector even where the app runs INT8")
     ap.add_argument("--iou", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--modes", nargs="+", choices=("cold", "sequence", "agreement"), default=["cold", "sequence"])

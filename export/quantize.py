@@ -15,6 +15,7 @@ pairs. A model is shipped only if it passes an acceptance rule fixed in advance 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -42,11 +43,13 @@ CALIB_CROPS = 160
 CALIB_DETECTOR_FRAMES = 48
 HELDOUT_CROPS = 200
 HELDOUT_DETECTOR_FRAMES = 48
-DETECT_THRESHOLD = 0.45
+DETECT_THRESHOLD = 0.45  # the box rule's threshold, fixed with it (the app runs 0.35; its people are judged end to end)
 
-# acceptance rule, fixed before any result was looked at
+# acceptance rule, fixed before any result was looked at; ``score_drop`` was added after the first INT8 NanoDet
+# passed on the street video and clipped its person scores on the photos (see QUANTIZATION.md), and the detector
+# is now also judged on the photos
 ACCEPT = {"landmark_median_px": 1.5, "landmark_p95_px": 4.0, "flag_changes_frac": 0.01,
-          "boxes_matched_frac": 0.98, "match_iou": 0.8, "extra_boxes_frac": 0.02}
+          "boxes_matched_frac": 0.98, "match_iou": 0.8, "extra_boxes_frac": 0.02, "score_drop": 0.1}
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,10 @@ class QuantConfig:
         method: activation-range calibration: "minmax", "percentile" or "entropy".
         activations: "quint8" (asymmetric, the usual choice on x86: u8 x s8 VNNI kernels) or "qint8".
         per_channel: one weight scale per output channel (depthwise convs need it: their channels differ a lot).
-        keep_float: node groups left in float: "heads" (the last conv feeding each output), "stem" (the
-            first conv: 3 input channels, where INT8 kernels are slower than the FP32 ones), "islands"
-            (:func:`island_nodes`, for InstanceHMR) or node names.
+        keep_float: node groups left in float: "heads" (the last conv feeding each output), "tails" (the heads
+            and every node after them: bias adds, sigmoids, the assembly of the outputs), "stem" (the first conv:
+            3 input channels, where INT8 kernels are slower than the FP32 ones), "islands" (:func:`island_nodes`,
+            for InstanceHMR) or node names.
         percentile: for "percentile", the percentile of |activation| kept.
         reduce_range: 7-bit weights. Needed on x86 CPUs without VNNI (AVX2 only): ORT's u8 x s8 kernel there sums
             pairs of products in saturating int16 (vpmaddubsw), and full-range weights overflow it (measured on a
@@ -74,7 +78,7 @@ class QuantConfig:
     reduce_range: bool = True
 
     def describe(self) -> str:
-        groups = [k for k in self.keep_float if k in ("heads", "stem", "islands")]
+        groups = [k for k in self.keep_float if k in ("heads", "tails", "stem", "islands")]
         named = len(self.keep_float) - len(groups)
         parts = groups + ([f"{named} named nodes"] if named else [])
         keep = f", float {' + '.join(parts)}" if parts else ""
@@ -201,6 +205,28 @@ def head_convs(model: onnx.ModelProto, outputs: Sequence[str] | None = None) -> 
     return sorted({n for n in found if n})
 
 
+def tail_nodes(model: onnx.ModelProto) -> list[str]:
+    """The head convs and every node downstream of them. Quantising only the head convs' weights is not enough
+    when ops after them (a separate bias ``Add``, the ``Sigmoid``) take QDQ pairs: the score logits then go
+    through one calibrated 8-bit range, and a range fitted to the calibration frames clips the scores of other
+    footage (NanoDet's best person on a photo fell from 0.78 to 0.23 that way)."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    by_name = {n.name: n for n in model.graph.node}
+    todo = [by_name[h] for h in head_convs(model)]
+    names: set[str] = set()
+    while todo:
+        node = todo.pop()
+        if node.name in names:
+            continue
+        names.add(node.name)
+        for o in node.output:
+            todo += consumers.get(o, [])
+    return sorted(n for n in names if n)
+
+
 def stem_convs(model: onnx.ModelProto) -> list[str]:
     """Names of the convs that read the graph input (through layout ops / pads only)."""
     inputs = {i.name for i in model.graph.input}
@@ -253,6 +279,8 @@ def _resolve_keep(model: onnx.ModelProto, keep: Sequence[str]) -> list[str]:
     for k in keep:
         if k == "heads":
             names += head_convs(model)
+        elif k == "tails":
+            names += tail_nodes(model)
         elif k == "stem":
             names += stem_convs(model)
         elif k == "islands":
@@ -285,10 +313,11 @@ def quantize_model(src: str | Path, dst: str | Path, samples: Sequence[np.ndarra
         extra: dict[str, Any] = {"ActivationSymmetric": cfg.activations == "qint8", "QDQKeepRemovableActivations": True}
         if cfg.method == "percentile":
             extra["CalibPercentile"] = cfg.percentile
-        quantize_static(str(pre), str(dst), _reader(model.graph.input[0].name, samples),
-                        quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                        activation_type=types[cfg.activations], weight_type=QuantType.QInt8,
-                        nodes_to_exclude=keep, calibrate_method=methods[cfg.method], extra_options=extra)
+        with contextlib.chdir(tmp):  # ONNX Runtime leaves <uuid>.data files of its shape inference in the cwd
+            quantize_static(str(pre), str(dst.resolve()), _reader(model.graph.input[0].name, samples),
+                            quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
+                            activation_type=types[cfg.activations], weight_type=QuantType.QInt8,
+                            nodes_to_exclude=keep, calibrate_method=methods[cfg.method], extra_options=extra)
     return dst, keep
 
 
@@ -344,8 +373,9 @@ def app_crops(model_dir: str | Path, frames: range, photos: Sequence[str] = (), 
     from engine.frame_models import PeopleQuery, open_realfootage
 
     model = open_realfootage(model_dir, create_body_model("anny"), landmarks=landmarks)
-    rec = _Recorder(model.landmarks.graph)
-    model.landmarks.graph = rec
+    net = model.tracker.landmarks  # with a single --landmarks choice, the one network reads every crop
+    rec = _Recorder(net.graph)
+    net.graph = rec
     query = PeopleQuery(threshold=model.info.default_threshold)
     out: list[tuple[str, np.ndarray]] = []
     for i, frame in _video_frames(video, frames):
@@ -373,6 +403,14 @@ def _spread(items: list[Any], n: int) -> list[Any]:
 
 def crops_to_float(crops: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(crops).astype(np.float32) / 255.0
+
+
+def _pad_stack(tensors: Sequence[np.ndarray]) -> np.ndarray:
+    """Detector inputs [1, 3, h, w] of different sizes as one batch, zero-padded at the bottom and right as the
+    detector pads them (ONNX Runtime's histogram calibrators need one shape)."""
+    h = max(t.shape[2] for t in tensors)
+    w = max(t.shape[3] for t in tensors)
+    return np.concatenate([np.pad(t, ((0, 0), (0, 0), (0, h - t.shape[2]), (0, w - t.shape[3]))) for t in tensors])
 
 
 def detector_frames(frames: range, count: int, photos: Sequence[str] = ()) -> list[tuple[str, np.ndarray]]:
@@ -453,7 +491,11 @@ def nanodet_accuracy(fp32: str | Path, int8: str | Path, frames: Sequence[np.nda
     """Decoded person boxes (the app's decoder, score ``threshold``) of INT8 vs FP32 on BGR frames.
 
     Boxes are paired one-to-one (greedy by IoU, IoU >= 0.5); a FP32 box counts as matched when its pair has IoU >=
-    ``ACCEPT['match_iou']``; an INT8 box without a pair is an extra one.
+    ``ACCEPT['match_iou']``; an INT8 box without a pair is an extra one. ``score_drop_max`` is the largest fall of
+    a paired box's score (boxes found down to half the threshold, so a score pushed under it still pairs): a
+    calibrated range that clips the scores shows here before it loses people at another threshold. ``pass`` is
+    the box rule plus that score rule; :func:`build_quantized` judges the photos without the extra-box part (on a
+    handful of boxes, one score crossing the threshold by 0.01 is 20% "extra" boxes).
     """
     from engine.realfootage.detector import PersonDetector, iou_matrix
     from engine.runtime.graph import OnnxGraph
@@ -462,6 +504,7 @@ def nanodet_accuracy(fp32: str | Path, int8: str | Path, frames: Sequence[np.nda
     db = PersonDetector(OnnxGraph(int8, (), PersonDetector.OUTPUTS, 1, providers=["CPUExecutionProvider"]))
     total = matched = extra = missing = count_diff = 0
     ious: list[float] = []
+    drops: list[float] = [0.0]
     for f in frames:
         a, b = da(f, threshold), db(f, threshold)
         pairs = _greedy_pairs(iou_matrix(a.boxes, b.boxes), 0.5) if len(a) and len(b) else []
@@ -473,13 +516,19 @@ def nanodet_accuracy(fp32: str | Path, int8: str | Path, frames: Sequence[np.nda
         extra += len(b) - len(pairs)
         missing += len(a) - len(pairs)
         count_diff += abs(len(a) - len(b))
+        wide = db(f, threshold / 2)
+        if len(a) and len(wide):  # (a box lost outright counts as missing above)
+            drops += [float(a.scores[i] - wide.scores[j])
+                      for i, j in _greedy_pairs(iou_matrix(a.boxes, wide.boxes), 0.5)]
     res = {"frames": len(frames), "fp32_boxes": total, "matched": int(matched),
            "boxes_matched_frac": round(matched / max(total, 1), 4), "missing": missing, "extra": extra,
            "extra_boxes_frac": round(extra / max(total, 1), 4), "frames_count_differs": count_diff,
            "iou_median": round(float(np.median(ious)), 4) if ious else float("nan"),
-           "iou_min": round(float(np.min(ious)), 4) if ious else float("nan")}
+           "iou_min": round(float(np.min(ious)), 4) if ious else float("nan"),
+           "score_drop_max": round(max(drops), 4)}
     res["pass"] = bool(res["boxes_matched_frac"] >= ACCEPT["boxes_matched_frac"]
-                       and res["extra_boxes_frac"] <= ACCEPT["extra_boxes_frac"])
+                       and res["extra_boxes_frac"] <= ACCEPT["extra_boxes_frac"]
+                       and res["score_drop_max"] <= ACCEPT["score_drop"])
     return res
 
 
@@ -529,6 +578,9 @@ class QuantResult:
 
 # chosen per network from measurements on the held-out set (ORT 1.31, AVX2 box):
 # - NanoDet: MinMax 99.3% matched / 2.5% extra boxes (fails), Percentile 99.999 99.6% / 0.7% (passes), 1.6-1.7x.
+#   With only the head convs in float the bias adds and sigmoids after them were quantised and clipped the photos'
+#   scores (0.78 -> 0.23); with the whole tails in float and the photos among the calibration inputs the best
+#   photo score falls by 0.04-0.06 and the street video still matches 99%+ of boxes (stem in float too: 1.25x only).
 # - BlazePose: no variant tried passes (MinMax / Percentile / Entropy, U8 / S8, heads/stem in float): median
 #   landmark error 7-20 crop px (p95 28-66). Cause: BatchNorm folded into the depthwise convs gives weights up
 #   to ~500, so one per-tensor activation step (0.0235 on a ReLU6 range) becomes ~100 output steps; this network needs
@@ -536,7 +588,7 @@ class QuantResult:
 CONFIGS: dict[str, QuantConfig] = {
     "blazepose_full": QuantConfig("minmax", "quint8", keep_float=("heads",)),
     "blazepose_lite": QuantConfig("minmax", "quint8", keep_float=("heads",)),
-    "nanodet": QuantConfig("percentile", "quint8", keep_float=("heads",)),
+    "nanodet": QuantConfig("percentile", "quint8", keep_float=("tails",)),
 }
 
 
@@ -589,14 +641,19 @@ def build_quantized(output_dir: str | Path, names: Sequence[str] = tuple(CONFIGS
                 det = PersonDetector(OnnxGraph(src, (), PersonDetector.OUTPUTS, 1))
                 cal_f = detector_frames(CALIB_FRAMES, CALIB_DETECTOR_FRAMES, PHOTOS)
                 held_f = detector_frames(HELDOUT_FRAMES, HELDOUT_DETECTOR_FRAMES)
-                cal_x = np.concatenate([det.preprocess(f)[0] for _, f in cal_f])
+                cal_x = _pad_stack([det.preprocess(f)[0] for _, f in cal_f])
                 calibration = (f"{len(cal_x)} detector inputs (PersonDetector.preprocess) of vtest.avi frames "
                                f"{CALIB_FRAMES.start}-{CALIB_FRAMES.stop - 1} and {', '.join(PHOTOS)}")
                 heldout = (f"{len(held_f)} vtest.avi frames {HELDOUT_FRAMES.start}-{HELDOUT_FRAMES.stop - 1}, "
-                           f"score >= {DETECT_THRESHOLD}")
+                           f"score >= {DETECT_THRESHOLD}; also the photos (photos_*: in the calibration set, so "
+                           f"not held out, but a different kind of picture, where the first version failed)")
                 progress(f"{name}: quantising ({cfg.describe()}) on {len(cal_x)} frames ...")
                 _, kept = quantize_model(src, cand, [cal_x], cfg)
                 acc = nanodet_accuracy(src, cand, [f for _, f in held_f])
+                photos = nanodet_accuracy(src, cand, [f for n, f in cal_f if n in PHOTOS])
+                photos["pass"] = bool(photos["boxes_matched_frac"] >= ACCEPT["boxes_matched_frac"]
+                                      and photos["score_drop_max"] <= ACCEPT["score_drop"])
+                acc = {**acc, **{f"photos_{k}": v for k, v in photos.items()}, "pass": acc["pass"] and photos["pass"]}
                 speed = {"batch1": time_pair(src, cand, det.preprocess(held_f[0][1])[0], runs)}
             res = QuantResult(name, dst, cfg, kept, calibration, heldout, acc, speed, shipped=bool(acc["pass"]),
                               size_mb=round(cand.stat().st_size / 1e6, 2),
@@ -609,12 +666,26 @@ def build_quantized(output_dir: str | Path, names: Sequence[str] = tuple(CONFIGS
                 dst.unlink()
         progress(f"{name}: {'PASS' if res.shipped else 'FAIL'} {json.dumps(acc)} speed {json.dumps(speed)}")
         results.append(res)
-    (out_dir / "QUANTIZATION.md").write_text(report_markdown(results))
+    report = out_dir / "QUANTIZATION.md"
+    kept = _other_sections(report.read_text() if report.is_file() else "", [r.name for r in results])
+    report.write_text(report_markdown(results, kept))
     return results
 
 
-def report_markdown(results: Sequence[QuantResult]) -> str:
-    """QUANTIZATION.md: method, calibration, acceptance rule, accuracy and speed per network."""
+def _other_sections(markdown: str, rebuilt: Sequence[str]) -> list[str]:
+    """The per-network sections of an earlier QUANTIZATION.md for networks not rebuilt this time (so ``--models
+    nanodet`` updates one section and keeps the others' last measurements)."""
+    out = []
+    for part in markdown.split("\n## ")[1:]:
+        head = part.split("\n", 1)[0]
+        if "_int8.onnx" in head and head.split("_int8.onnx")[0] not in rebuilt:
+            out.append(part.rstrip("\n"))
+    return out
+
+
+def report_markdown(results: Sequence[QuantResult], kept: Sequence[str] = ()) -> str:
+    """QUANTIZATION.md: method, calibration, acceptance rule, accuracy and speed per network (``kept``: earlier
+    sections, without their "## ", of networks not rebuilt this time)."""
     a = ACCEPT
     lines = [
         "# INT8 versions of the bundled real-footage networks",
@@ -628,9 +699,14 @@ def report_markdown(results: Sequence[QuantResult]) -> str:
         f"{a['landmark_median_px']} crop px, p95 <= {a['landmark_p95_px']} px (landmarks with FP32 visibility > 0.5 on "
         f"crops with FP32 flag >= 0.5), pose-flag decision at 0.5 changed on <= {a['flag_changes_frac']:.0%} of crops; "
         f"NanoDet >= {a['boxes_matched_frac']:.0%} of FP32 person boxes matched at IoU >= {a['match_iou']}, extra "
-        f"boxes <= {a['extra_boxes_frac']:.0%}. Only models that pass are written.",
+        f"boxes <= {a['extra_boxes_frac']:.0%} at score >= {DETECT_THRESHOLD}. Added after the first INT8 NanoDet was "
+        f"withdrawn (below): no paired person box's score falling by more than {a['score_drop']}, and the photos "
+        f"checked too (every FP32 box matched, scores within the same bound; with their few boxes the extra-box "
+        f"fraction is reported, not judged). Only models that pass are written.",
         "",
     ]
+    for section in kept:
+        lines += [f"## {section}", ""]
     for r in results:
         lines += [f"## {r.name}_int8.onnx: {'PASS, shipped' if r.shipped else 'FAIL, not shipped'}", "",
                   f"- method: {r.cfg.describe()}; kept in float: {', '.join(r.kept_float) or 'nothing'}",
@@ -641,4 +717,15 @@ def report_markdown(results: Sequence[QuantResult]) -> str:
         lines += ["", "| input | FP32 ms | INT8 ms | speed-up |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['fp32_ms']} | {v['int8_ms']} | {v['speedup']}x |" for k, v in r.speed.items()]
         lines.append("")
+    lines += [
+        "## History: the first INT8 NanoDet, withdrawn",
+        "",
+        "The first version kept only the head convs in float and was calibrated on the street video alone. It passed "
+        "the rule on vtest.avi frames, but on the opencv-doc photos its person scores were clipped near 0.6 (the "
+        "calibrated range of the quantised bias adds and sigmoids after the heads) and reordered: on basketball1.png "
+        "the best person scored 0.78 in FP32 and 0.23 in INT8, so one of the two players was lost. It was not "
+        "shipped. The version above keeps everything after the heads in float (`tails`), has the photos among its "
+        "calibration inputs, and is judged on the photos and by the largest fall of any person's score as well.",
+        "",
+    ]
     return "\n".join(lines)

@@ -1255,7 +1255,10 @@ def _write_notice(output_dir: Path, built: list[BuiltModel], package: Path) -> N
     lines += ["Licences: the npm package is MIT (LICENSE-MIT, copied from the package); the upstream models",
               "(Google MediaPipe BlazePose, RangiLyu/nanodet) are Apache-2.0 (LICENSE-Apache-2.0).",
               "Not shipped: centernet.json of the same package converts with parity (--with-centernet) but no",
-              "licence could be established for its upstream (github.com/610265158/mobilenetv3_centernet).", ""]
+              "licence could be established for its upstream (github.com/610265158/mobilenetv3_centernet).",
+              "", "nanodet_int8.onnx (written by `python -m export quantize` when it passes its accuracy rule) is",
+              "nanodet.onnx quantised to INT8: same origin and licences; method and measurements in QUANTIZATION.md.",
+              ""]
     (output_dir / "NOTICE").write_text("\n".join(lines))
     if (package / "LICENSE").is_file():
         shutil.copyfile(package / "LICENSE", output_dir / "LICENSE-MIT")

@@ -173,6 +173,6 @@ def test_tracker_models_follow_the_device_choice(tmp_path):
     body = create_body_model("anny")
     with pytest.raises(BackendError, match=r"onnxruntime-gpu|--device cpu"):
         open_realfootage(REALFOOTAGE_DIR, body, device="cuda")
-    tracker, where, _ = open_tracker(REALFOOTAGE_DIR, device="cpu")
+    tracker, where, _, _ = open_tracker(REALFOOTAGE_DIR, device="cpu")
     assert where == "cpu"
     assert tracker.landmarks.graph.providers == ("CPUExecutionProvider",)

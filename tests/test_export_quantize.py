@@ -15,7 +15,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.quantize import ACCEPT, QuantConfig, head_convs, quantize_model
+from export.quantize import ACCEPT, QuantConfig, _pad_stack, app_crops, head_convs, quantize_model, tail_nodes
+from tests.conftest import needs_vtest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "assets" / "models" / "realfootage"
@@ -68,6 +69,54 @@ def test_quantizes_a_tiny_conv_net(tmp_path: Path) -> None:
     a, b = _run(src, x), _run(dst, x)
     assert a.shape == b.shape
     assert np.abs(a - b).max() <= 0.06 * np.abs(a).max()
+
+
+def _with_score_tail(path: Path) -> Path:
+    """The tiny net with a detector-like tail: the head conv's bias added by a separate Add, then a Sigmoid (as
+    the converted NanoDet has it)."""
+    model = onnx.load(str(path))
+    out = model.graph.node[-1]
+    out.input[0] = "scores"
+    model.graph.initializer.append(numpy_helper.from_array(np.full((1, 8, 1, 1), 3.0, np.float32), "bias"))
+    model.graph.node.insert(len(model.graph.node) - 1, helper.make_node("Add", ["c2", "bias"], ["logits"], name="add"))
+    model.graph.node.insert(len(model.graph.node) - 1, helper.make_node("Sigmoid", ["logits"], ["scores"], name="sig"))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_tails_keep_everything_after_the_heads_in_float(tmp_path: Path) -> None:
+    src = _with_score_tail(_tiny_model(tmp_path / "tiny.onnx"))
+    assert tail_nodes(onnx.load(str(src))) == ["add", "conv2", "out", "sig"]
+    rng = np.random.default_rng(3)
+    calib = rng.random((16, 3, 32, 32), dtype=np.float32)
+    x = rng.random((1, 3, 32, 32), dtype=np.float32) * 1.5  # brighter than any calibration input
+    ref = _run(src, x)
+    errs = {}
+    for keep in ("heads", "tails"):
+        dst, _ = quantize_model(src, tmp_path / f"{keep}.onnx", [calib], QuantConfig("percentile", keep_float=(keep,)))
+        q = onnx.load(str(dst))
+        dq = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        tail_reads = [i for n in q.graph.node if n.name in ("add", "sig") for i in n.input]
+        # "heads" leaves the bias add and the sigmoid reading rounded 8-bit tensors; "tails" keeps them float
+        assert any(i in dq for i in tail_reads) == (keep == "heads")
+        errs[keep] = float(np.abs(_run(dst, x) - ref).max())
+    assert errs["tails"] < errs["heads"]
+
+
+def test_detector_calibration_inputs_pad_to_one_shape() -> None:
+    a = np.ones((1, 3, 320, 416), np.float32)
+    b = np.full((1, 3, 288, 416), 2.0, np.float32)
+    batch = _pad_stack([a, b])
+    assert batch.shape == (2, 3, 320, 416)
+    assert (batch[1, :, :288] == 2).all() and (batch[1, :, 288:] == 0).all()  # bottom zero padding, as the detector
+
+
+@needs_vtest
+def test_app_crops_are_the_landmark_networks_inputs() -> None:
+    crops = app_crops(MODELS, range(0, 3), landmarks="lite")
+    assert len(crops) >= 3 and {t for t, _ in crops} <= {"vtest#0", "vtest#1", "vtest#2"}
+    assert all(c.shape == (256, 256, 3) and c.dtype == np.uint8 for _, c in crops)
+    assert np.std(crops[0][1]) > 10  # a picture, not padding
 
 
 def test_all_int8_tensors_without_float_islands(tmp_path: Path) -> None:

@@ -311,11 +311,28 @@ def test_open_tracker_mixed_pairs_full_finding_with_lite_following():
     from engine.errors import ConfigError
     from engine.frame_models import DETECT_THRESHOLD, open_tracker
 
-    tracker, _, threshold = open_tracker(REALFOOTAGE_DIR, landmarks="mixed", landmark_budget=2)
+    tracker, _, threshold, _ = open_tracker(REALFOOTAGE_DIR, landmarks="mixed", landmark_budget=2)
     assert tracker.landmarks.graph.path.name == "blazepose_full.onnx"
     assert tracker.follow.graph.path.name == "blazepose_lite.onnx"
     assert threshold == DETECT_THRESHOLD["full"]
-    single, _, _ = open_tracker(REALFOOTAGE_DIR, landmarks="lite")
+    single = open_tracker(REALFOOTAGE_DIR, landmarks="lite").tracker
     assert single.follow is single.landmarks
     with pytest.raises(ConfigError, match="mixed"):
         open_tracker(REALFOOTAGE_DIR, landmarks="heavy")
+
+
+def test_open_tracker_runs_the_int8_detector_on_cpu_when_it_is_shipped(tmp_path):
+    from app.config import REALFOOTAGE_DIR
+    from engine.frame_models import DETECTOR_FILE, DETECTOR_INT8_FILE, LANDMARK_FILES, open_tracker
+
+    for name in (DETECTOR_FILE, *LANDMARK_FILES.values()):  # a model folder without the INT8 file
+        (tmp_path / name).symlink_to(REALFOOTAGE_DIR / name)
+    plain = open_tracker(tmp_path, landmarks="lite", device="cpu")
+    assert plain.detector_precision == "fp32" and plain.tracker.detector.graph.path.name == DETECTOR_FILE
+    if not (REALFOOTAGE_DIR / DETECTOR_INT8_FILE).is_file():
+        pytest.skip(f"{DETECTOR_INT8_FILE} not shipped")
+    (tmp_path / DETECTOR_INT8_FILE).symlink_to(REALFOOTAGE_DIR / DETECTOR_INT8_FILE)
+    opened = open_tracker(tmp_path, landmarks="lite", device="cpu")
+    assert opened.detector_precision == "int8" and opened.tracker.detector.graph.path.name == DETECTOR_INT8_FILE
+    asked = open_tracker(tmp_path, landmarks="lite", device="cpu", int8_detector=False)
+    assert asked.detector_precision == "fp32" and asked.tracker.detector.graph.path.name == DETECTOR_FILE

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from .base import FramePeople, ModelInfo, PeopleModel, PeopleQuery
 
-__all__ = ["FramePeople", "ModelInfo", "PeopleModel", "PeopleQuery", "open_instancehmr", "open_poseguided",
-           "open_realfootage", "open_tracker"]
+__all__ = ["FramePeople", "ModelInfo", "OpenedTracker", "PeopleModel", "PeopleQuery", "open_instancehmr",
+           "open_poseguided", "open_realfootage", "open_tracker"]
 
 LANDMARK_FILES = {"full": "blazepose_full.onnx", "lite": "blazepose_lite.onnx"}
 # --landmarks choice -> (network that decides who is a person, network that follows the people tracked)
 LANDMARK_CHOICES = {"full": ("full", "full"), "lite": ("lite", "lite"), "mixed": ("full", "lite")}
 DETECTOR_FILE = "nanodet.onnx"
+# its INT8 twin (``python -m export quantize``; written only when it matches the FP32 boxes and scores), run on CPU:
+# the detector pass is the largest single cost of a CPU frame, and INT8 makes it ~1.6x faster
+DETECTOR_INT8_FILE = "nanodet_int8.onnx"
 # Detector score thresholds, measured on hand-boxed real footage: full BlazePose's pose flag rejects false
 # detections better than lite's, so full can take the more permissive detector setting (both >= 0.89 precision);
 # "mixed" judges new people with full.
 DETECT_THRESHOLD = {"full": 0.35, "lite": 0.45, "mixed": 0.35}
 LANDMARK_LABELS = {"full": "full", "lite": "lite", "mixed": "full + lite"}  # in the model's title (HUD, logs)
+
+
+class OpenedTracker(NamedTuple):
+    """What :func:`open_tracker` opened: the tracker, where its landmark network runs ("cpu", "cuda:0"), the
+    detector threshold tuned for its landmark networks, and the detector's precision ("int8" or "fp32")."""
+
+    tracker: Any  # engine.realfootage.tracker.LandmarkTracker (imported lazily: it pulls in OpenCV)
+    device: str
+    threshold: float
+    detector_precision: str
 
 
 def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int = 1,
@@ -36,11 +50,13 @@ def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int
 
 
 def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 1, detect_every: int = 2,
-                 device: str = "auto", landmark_budget: float = 0.0, detect_lag: int = 0):
+                 device: str = "auto", landmark_budget: float = 0.0, detect_lag: int = 0,
+                 int8_detector: bool = True) -> OpenedTracker:
     """The landmark tracker (NanoDet + BlazePose from ``model_dir``) that 2D-pose-driven models share.
 
-    Returns:
-        (tracker, the landmark graph's device, the default detector threshold for these landmarks).
+    ``int8_detector``: on the CPU, run ``nanodet_int8.onnx`` when it is there (False: always the FP32 file; GPUs
+    always run FP32, where INT8 QDQ graphs are no faster).
+
     """
     from ..errors import ConfigError
     from ..realfootage.detector import PersonDetector
@@ -57,16 +73,19 @@ def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 
 
     find, follow = LANDMARK_CHOICES[landmarks]
     lmk = graph(find)
-    det = OnnxGraph(model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS, threads, device=device)
+    quantized = model_dir / DETECTOR_INT8_FILE
+    precision = "int8" if int8_detector and lmk.device == "cpu" and quantized.is_file() else "fp32"
+    det = OnnxGraph(quantized if precision == "int8" else model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS,
+                    threads, device=device)
     cfg = TrackerCfg(detect_every=detect_every, landmark_budget=landmark_budget, detect_lag=detect_lag)
     tracker = LandmarkTracker(PersonDetector(det), BlazePoseLandmarks(lmk), cfg,
                               follow=BlazePoseLandmarks(graph(follow)) if follow != find else None)
-    return tracker, lmk.device, DETECT_THRESHOLD[landmarks]
+    return OpenedTracker(tracker, lmk.device, DETECT_THRESHOLD[landmarks], precision)
 
 
 def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threads: int = 1,
                      detect_every: int = 2, device: str = "auto", landmark_budget: float = 0.0,
-                     detect_lag: int = 0) -> PeopleModel:
+                     detect_lag: int = 0, int8_detector: bool = True) -> PeopleModel:
     """The real-footage default from the converted models in ``model_dir``.
 
     Args:
@@ -80,17 +99,19 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
             :class:`engine.realfootage.tracker.TrackerCfg`).
         detect_lag: frames a background detector pass has before its people are taken in (0 = no background
             thread: the detector runs on the caller's thread).
+        int8_detector: on the CPU, the INT8 detector when it is shipped (see :func:`open_tracker`).
     """
     from ..bodyfit import BodyFitter
     from .realfootage import RealFootageModel
 
-    tracker, where, threshold = open_tracker(model_dir, landmarks, threads, detect_every, device, landmark_budget,
-                                             detect_lag)
+    opened = open_tracker(model_dir, landmarks, threads, detect_every, device, landmark_budget, detect_lag,
+                          int8_detector)
     schedule = f", {landmark_budget:g} crops/frame" if landmark_budget > 0 else ""
     title = f"NanoDet + BlazePose {LANDMARK_LABELS[landmarks]}{schedule} + IK"
-    info = ModelInfo("realfootage", title, f"onnxruntime {where} fp32", synthetic_demo=False,
-                     default_threshold=threshold)
-    return RealFootageModel(tracker, BodyFitter(body), info)
+    precision = "fp32" if opened.detector_precision == "fp32" else "fp32, detector int8"
+    info = ModelInfo("realfootage", title, f"onnxruntime {opened.device} {precision}", synthetic_demo=False,
+                     default_threshold=opened.threshold)
+    return RealFootageModel(opened.tracker, BodyFitter(body), info)
 
 
 def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, body, backend: str = "auto",
@@ -143,8 +164,8 @@ def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, 
 
         runner = TorchGraph(load_network(checkpoint, system=system), OUTPUT_NAMES, resolve_torch_device(device))
     where = f"torch {runner.device} fp32" if isinstance(runner, TorchGraph) else f"onnxruntime {runner.device} fp32"
-    tracker, _, threshold = open_tracker(model_dir, landmarks, threads, detect_every, device, landmark_budget,
-                                         detect_lag)
+    tracker, _, threshold, _ = open_tracker(model_dir, landmarks, threads, detect_every, device, landmark_budget,
+                                            detect_lag)
     with torch.inference_mode():
         rest = body(torch.zeros(1, 3), torch.zeros(1, 69), root_align=False).joints[0, :24].numpy()
     info = ModelInfo(system, f"{names[system]} (2D poses: NanoDet + BlazePose {LANDMARK_LABELS[landmarks]})", where,
