@@ -54,9 +54,8 @@ def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 
                  int8_detector: bool = True) -> OpenedTracker:
     """The landmark tracker (NanoDet + BlazePose from ``model_dir``) that 2D-pose-driven models share.
 
-    ``int8_detector``: on the CPU, run ``nanodet_int8.onnx`` when it is there (False: always the FP32 file; GPUs
-    always run FP32, where INT8 QDQ graphs are no faster).
-
+    ``int8_detector``: on the CPU, run ``nanodet_int8.onnx`` when it is there (False: always the FP32 file). On a
+    GPU the FP32 file runs: the INT8 one was built and judged for ONNX Runtime's CPU kernels only.
     """
     from ..errors import ConfigError
     from ..realfootage.detector import PersonDetector
