@@ -186,6 +186,29 @@ def test_a_detection_the_landmark_network_rejects_is_not_cropped_on_every_pass()
     assert [crops - len(res.landmarks) for res, crops, _ in out] == [1, 1, 1, 1]
 
 
+class DetectorWithAFarAwayFigure(FakeDetector):
+    """Also boxes a 20 px figure far from everyone (BlazePose never accepted a seed that small on real video)."""
+
+    def prepare(self, frame) -> np.ndarray:
+        return np.concatenate([self.scene.boxes(), [[1100, 20, 1108, 40]]]).astype(np.float32)
+
+
+@pytest.mark.parametrize("min_height", [0, 24])
+def test_a_detection_too_small_for_a_landmark_crop_is_never_cropped(min_height):
+    scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(3)])
+    lmk = FakeLandmarks(scene)
+    tracker = LandmarkTracker(DetectorWithAFarAwayFigure(scene), lmk,
+                              TrackerCfg(detect_every=1, landmark_budget=0, retry_after=0, min_seed_height=min_height))
+    seeds = []
+    for f in range(4):
+        scene.frame = f
+        before = lmk.crops
+        res = tracker(FRAME, 0.3, 64)
+        assert len(res.landmarks) == 3
+        seeds.append(lmk.crops - before - 3 * (f > 0))
+    assert seeds == ([4, 1, 1, 1] if min_height == 0 else [3, 0, 0, 0]), seeds
+
+
 def test_person_boxes_are_widened_to_a_standing_persons_aspect():
     image = np.zeros((1, NUM_LANDMARKS, 3), np.float32)
     image[0, :, 0] = np.linspace(100, 110, NUM_LANDMARKS)  # 10 px wide
@@ -336,3 +359,19 @@ def test_open_tracker_runs_the_int8_detector_on_cpu_when_it_is_shipped(tmp_path)
     assert opened.detector_precision == "int8" and opened.tracker.detector.graph.path.name == DETECTOR_INT8_FILE
     asked = open_tracker(tmp_path, landmarks="lite", device="cpu", int8_detector=False)
     assert asked.detector_precision == "fp32" and asked.tracker.detector.graph.path.name == DETECTOR_FILE
+
+
+def test_a_person_reframed_from_a_background_pass_is_measured_once():
+    """A background pass is matched to the tracks before the frame's crops. Person 0 side-steps 25 px on a frame
+    the budget skips them; the pass that saw it is taken in a frame later, when the budget measures them anyway:
+    they are cropped once, from the detector's framing (before, the budget's crop and the re-framed one were both
+    spent on them)."""
+    cfg = TrackerCfg(detect_every=1, landmark_budget=4, reseed_iou=0.4, detect_lag=1)
+    out, _ = _run(cfg, frames=16, jumps={0: (8, 25.0)})
+    ids0 = sorted(out[0][0].ids.tolist())
+    for res, crops, _ in out[1:]:
+        assert sorted(res.ids.tolist()) == ids0  # the same people, nobody re-seeded
+        assert crops == res.crops == res.refreshed.sum() == 4, (crops, res.refreshed)  # nobody measured twice
+    res, _, hips = out[-1]
+    mid = res.landmarks.image[:, 23:25, :2].mean(axis=1)
+    np.testing.assert_allclose(np.sort(mid[:, 0]), np.sort(hips[:, 0]), atol=4)  # everyone where they are
