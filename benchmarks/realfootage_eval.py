@@ -222,6 +222,8 @@ def main() -> int:
     if len(lags) == 1:
         report.update(per_lag[lags[0]])
     else:
+        for key in ("model", "threshold", "annotations"):  # what ran (the same for every lag)
+            report.setdefault(key, per_lag[lags[0]].get(key))
         for mode in ("sequence", "agreement"):
             runs = [per_lag[lag][mode] for lag in lags if mode in per_lag[lag]]
             if runs:

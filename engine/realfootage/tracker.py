@@ -167,7 +167,7 @@ class _Intake:
     Why before: a track that only loosely covers its detection is cropped again from the detection's framing.
     Matched after the measurements (as a pass made on this very frame still is), a track the budget had just
     measured was measured twice; matched before, it is measured once, from the better framing. On vtest.avi that
-    was a third of all re-framings: 0.22 lite crops a frame fewer, and fewer, larger network calls.
+    was a third of all re-framings: 2.44 lite crops a frame instead of 2.68, and fewer, larger network calls.
 
     Attributes:
         boxes: [M, 4] the pass's detections.
@@ -350,7 +350,7 @@ class LandmarkTracker:
         else:  # stalest first; among equals the earlier track (stable order)
             order = np.argsort(-tracks.stale, kind="stable")
             k = max(int(np.floor(self._credit + 1e-9)), int((tracks.stale > self.cfg.max_stale).sum()))
-            due = order[:min(k, n)]
+            due = order[:min(k, n)]  # stalest first (each row is written back to its own track)
             self._credit -= len(due)
             if extra is not None:
                 due = np.union1d(due, extra)
