@@ -67,7 +67,7 @@ def predicted_boxes(model, body, frame, query):
         return np.zeros((0, 4), np.float32), result
     meshes = people_to_meshes(result.people, body, result.box)
     px, _ = project_points(meshes.vertices, result.people.cam, result.box)
-    return mesh_boxes(px), result
+    return mesh_boxes(px, frame.shape[:2]), result
 
 
 def read_frames(video: Path, wanted: set[int]):
@@ -122,7 +122,7 @@ def evaluate(args) -> dict:
         for im in images:
             if "frame" in im:
                 continue
-            frame = cv2.imread(str(DATA / im["source"]))
+            frame = cv2.imread(im.get("path") or str(DATA / im["source"]))
             model.reset()
             boxes, _ = predicted_boxes(model, body, frame, query)
             s = score_image(boxes, im["people"], im.get("ignore", []), args.iou)

@@ -42,6 +42,7 @@ from engine.body.base import SMPL_PARENTS, BodyModel
 __all__ = [
     "BLAZEPOSE_NAMES",
     "CAMERA_PAIRS",
+    "FACE_LANDMARKS",
     "RELAXED_POSE",
     "BodyFitter",
     "FitResult",
@@ -67,6 +68,10 @@ BP = {name: i for i, name in enumerate(BLAZEPOSE_NAMES)}
 DIRECT: dict[int, int] = {16: 11, 17: 12, 18: 13, 19: 14, 20: 15, 21: 16, 4: 25, 5: 26, 7: 27, 8: 28}
 # Pairs usable for the 2D camera fit (hips excluded: the BlazePose hip is not the SMPL hip).
 CAMERA_PAIRS: tuple[tuple[int, int], ...] = tuple(sorted(DIRECT.items()))
+# Face landmarks (nose, eyes, ears) that the fit also poses on the body (:attr:`FitResult.face`), for the camera:
+# without them a person seen from the chest up is placed by the two shoulders alone, and the body's head lands
+# wherever its proportions put it (measured on close-up portraits: at the chin or the mouth).
+FACE_LANDMARKS: tuple[int, ...] = (0, 2, 5, 7, 8)
 # Landmarks taken from mesh vertices (the rest are joints).
 SURFACE_LANDMARKS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17, 18, 19, 20, 21, 22, 29, 30, 31, 32)
 # Hinge axes of knees and elbows in the SMPL rest frame (T-pose, x = subject's left, y up, z forward): the knee
@@ -631,6 +636,8 @@ class FitResult:
         confidence: [N, 24] per-joint confidence of the targets.
         residual: [N, 24] distance (m) between target joints and ``scale * joints``, both mid-hip centred.
         mean_error: [N] confidence-weighted mean of ``residual`` over joints with confidence >= the threshold.
+        face: [N, 5, 3] the body's own :data:`FACE_LANDMARKS` in this pose (carried rigidly by the head joint),
+            in the frame of ``joints``.
     """
 
     global_orient: np.ndarray
@@ -641,6 +648,7 @@ class FitResult:
     confidence: np.ndarray
     residual: np.ndarray
     mean_error: np.ndarray
+    face: np.ndarray
 
 
 # Bones used for the person's scale and the SMPL shape fit: differences of directly observed joints, as rows of a
@@ -990,32 +998,37 @@ class BodyFitter:
             return FitResult(np.zeros((0, 3), np.float32), np.zeros((0, 69), np.float32),
                              np.zeros((0, 10), np.float32), np.zeros((0, 24, 3), np.float32),
                              np.zeros(0, np.float32), empty.astype(np.float32), empty.astype(np.float32),
-                             np.zeros(0, np.float32))
+                             np.zeros(0, np.float32), np.zeros((0, len(FACE_LANDMARKS), 3), np.float32))
         local, target, conf, scale = self.solve(world, visibility, rest)
         aa = matrix_to_axis_angle(local)  # [N, 24, 3]
         global_orient, body_pose = aa[:, 0], aa[:, 1:].reshape(n, 69)
+        chained, head = forward_kinematics(local, self.rest_joints if rest is None else rest, with_head=True)
         if body_joints:
             shape = torch.from_numpy(betas[:, : self.body.num_shape]).float() if self.fit_shape else None
             with torch.no_grad():
                 out = self.body(torch.from_numpy(global_orient).float(), torch.from_numpy(body_pose).float(), shape)
             joints = out.joints[:, :24].double().numpy()
         else:
-            joints = forward_kinematics(local, self.rest_joints if rest is None else rest)
-            joints -= 0.5 * (joints[:, 1:2] + joints[:, 2:3])  # root-aligned on the mid-hip, as the body's
+            joints = chained - 0.5 * (chained[:, 1:2] + chained[:, 2:3])  # root-aligned on the mid-hip, as the body's
+        face_rest = self.rest_landmarks[list(FACE_LANDMARKS)] - self.rest_joints[15]
+        face = joints[:, 15:16] + np.einsum("nij,kj->nki", head, face_rest)
         centred = target - 0.5 * (target[:, 1:2] + target[:, 2:3])
         residual = np.linalg.norm(centred - scale[:, None, None] * joints, axis=-1)
         w = conf * (conf >= self.min_visibility)
         mean_error = np.sum(residual * w, 1) / np.maximum(np.sum(w, 1), _EPS)
         f32 = np.float32
         return FitResult(global_orient.astype(f32), body_pose.astype(f32), betas.astype(f32), joints.astype(f32),
-                         scale.astype(f32), conf.astype(f32), residual.astype(f32), mean_error.astype(f32))
+                         scale.astype(f32), conf.astype(f32), residual.astype(f32), mean_error.astype(f32),
+                         face.astype(f32))
 
 
 
 
-def forward_kinematics(local: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
+def forward_kinematics(local: np.ndarray, rest_joints: np.ndarray,
+                       with_head: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Joint positions [N, 24, 3] of a skeleton posed by local rotations [N, 24, 3, 3] (root first), from rest joints
-    [24, 3] or [N, 24, 3]; the root stays at its rest position."""
+    [24, 3] or [N, 24, 3]; the root stays at its rest position. ``with_head``: also the head joint's global rotation
+    [N, 3, 3] (what carries the face)."""
     rest = np.broadcast_to(np.asarray(rest_joints, dtype=np.float64), (local.shape[0], 24, 3))
     glob = np.empty_like(local)
     pos = np.empty((local.shape[0], 24, 3))
@@ -1024,7 +1037,7 @@ def forward_kinematics(local: np.ndarray, rest_joints: np.ndarray) -> np.ndarray
         p = SMPL_PARENTS[j]
         glob[:, j] = glob[:, p] @ local[:, j]
         pos[:, j] = pos[:, p] + np.einsum("nij,nj->ni", glob[:, p], rest[:, j] - rest[:, p])
-    return pos
+    return (pos, glob[:, 15]) if with_head else pos
 
 
 def fit_camera(joints3d: np.ndarray, points2d: np.ndarray, weights: np.ndarray) -> np.ndarray:

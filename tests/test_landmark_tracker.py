@@ -375,3 +375,78 @@ def test_a_person_reframed_from_a_background_pass_is_measured_once():
     res, _, hips = out[-1]
     mid = res.landmarks.image[:, 23:25, :2].mean(axis=1)
     np.testing.assert_allclose(np.sort(mid[:, 0]), np.sort(hips[:, 0]), atol=4)  # everyone where they are
+
+
+class CloseUp:
+    """One person seen from the chest up, filling a 480-pixel-high frame (the webcam case), as BlazePose sees such
+    a crop: sure of the person only when the crop frames the whole (mostly unseen) body, i.e. a side of at least
+    ``whole_side``; in a smaller crop it "sees" small legs inside the picture. Its alignment points put the unseen
+    hips near the crop's centre and frame the next crop a third larger than this one (the drift measured on real
+    close-ups). ``legs_flag`` / ``cut_flag``: the two framings' flags when the body is in fact whole (a wide pose)."""
+
+    box = np.array([[150.0, 60.0, 650.0, 480.0]], np.float32)  # 500 x 420: cut by the bottom edge
+
+    def __init__(self, whole_side: float = 1200.0, legs_flag: float | None = None, cut_flag: float | None = None):
+        self.whole_side, self.legs_flag, self.cut_flag = whole_side, legs_flag, cut_flag
+        self.crops: list[Rois] = []
+        self.face = np.array([400.0, 120.0], np.float32)  # the nose: moves with the person
+
+    def __call__(self, rgb, rois: Rois) -> Landmarks:
+        n = len(rois)
+        self.crops.append(rois)
+        if n == 0:
+            return Landmarks.empty()
+        big = rois.sides >= 0.9 * self.whole_side
+        if self.legs_flag is not None:
+            flag = np.where(big, self.cut_flag, self.legs_flag).astype(np.float32)
+        else:
+            flag = np.where(big, 0.999, 0.7).astype(np.float32)
+        rng = np.random.default_rng(1)
+        spread = rng.uniform(-150, 150, (NUM_LANDMARKS, 2)).astype(np.float32)
+        image = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
+        image[:, :, :2] = self.face + spread * 0.5
+        vis = np.zeros((n, NUM_LANDMARKS), np.float32)
+        vis[:, :23] = 1.0  # face, shoulders, arms seen
+        vis[~big | (self.legs_flag is not None), 25:29] = 0.9  # legs "seen": hallucinated in the small crop
+        nxt = Rois(rois.centers + [0.0, 0.1 * rois.sides.mean()], rois.sides * 1.33, rois.angles)
+        world = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
+        return Landmarks(image, vis, np.ones_like(vis), world, flag, nxt)
+
+
+class CloseUpDetector(FakeDetector):
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def prepare(self, frame) -> np.ndarray:
+        return CloseUp.box
+
+
+def test_a_body_cut_by_the_frame_is_cropped_as_the_top_of_a_taller_body_and_its_crop_stops_drifting():
+    """A detection that touches the bottom edge and is too wide for a whole person is cropped both ways on first
+    sight; the cut framing, which the network is surer of, is kept, and the crop then follows the landmarks the
+    network sees instead of its drifting alignment points (which grow the crop by a third a frame here)."""
+    net = CloseUp()
+    tracker = LandmarkTracker(CloseUpDetector(), net, TrackerCfg(detect_every=1000, landmark_budget=0))
+    res = tracker(FRAME[:, :800], 0.3, 64)
+    assert res.crops == 2 and len(net.crops[0]) == 2  # both framings, one batch
+    whole_side, cut_side = net.crops[0].sides
+    assert whole_side == pytest.approx(1.25 * 500) and cut_side == pytest.approx(1.25 * 500 / 0.45)
+    assert len(res.landmarks) == 1 and tracker._tracks.cut.tolist() == [1]
+    sides = []
+    for _ in range(10):
+        res = tracker(FRAME[:, :800], 0.3, 64)
+        assert len(res.landmarks) == 1 and res.ids.tolist() == [0]
+        sides.append(float(net.crops[-1].sides[0]))
+    np.testing.assert_allclose(sides, cut_side, rtol=1e-5)  # held: the person does not move or change size
+
+
+@pytest.mark.parametrize(("legs_flag", "cut_flag", "cut"), [(0.99, 0.995, 0), (0.9, 0.9999, 1)])
+def test_a_wide_whole_body_at_the_frame_edge_keeps_its_whole_body_crop(legs_flag, cut_flag, cut):
+    """A running or sitting person whose wide box reaches the bottom edge, with a leg seen in the whole-body crop,
+    stays a whole body unless the cut framing is much surer (odds of e^3: 0.99 -> 0.995 is not, 0.9 -> 0.9999 is)."""
+    net = CloseUp(legs_flag=legs_flag, cut_flag=cut_flag)
+    tracker = LandmarkTracker(CloseUpDetector(), net, TrackerCfg(detect_every=1000, landmark_budget=0))
+    tracker(FRAME[:, :800], 0.3, 64)
+    assert tracker._tracks.cut.tolist() == [cut]
+    kept = tracker._tracks.lm.next_rois.sides[0]
+    assert kept == pytest.approx(net.crops[0].sides[1] if cut else 1.33 * net.crops[0].sides[0])

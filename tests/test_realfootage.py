@@ -15,11 +15,20 @@ from app.config import REALFOOTAGE_DIR
 from engine.errors import ModelFileError
 from engine.realfootage.detector import STRIDES, PersonDetector, nms
 from engine.realfootage.evaluate import Score, load_annotations, mesh_boxes, score_image
-from engine.realfootage.roi import Rois, crop_rois, rois_from_alignment, rois_from_boxes
+from engine.realfootage.roi import (
+    Rois,
+    crop_rois,
+    cut_boxes,
+    extend_cut_boxes,
+    follow_points,
+    rois_from_alignment,
+    rois_from_boxes,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 BOXES = ROOT / "tests" / "data" / "realfootage_boxes.json"
+CLOSEUPS = ROOT / "tests" / "data" / "closeup_boxes.json"
 needs_data = pytest.mark.skipif(not (DATA / "vtest.avi").is_file(), reason="apt-get install -y opencv-doc")
 
 
@@ -97,6 +106,51 @@ def test_nms_and_scoring():
     s = score_image(np.array([[0, 0, 10, 20], [0, 0, 100, 200]]), people, ignore=[])
     assert s.fp == 1 and s.giant == 1
     assert mesh_boxes(np.array([[[1, 2], [5, 9], [3, 0]]])).tolist() == [[1, 0, 5, 9]]
+    # a body reaching out of a 8x6 frame is boxed where the picture shows it
+    assert mesh_boxes(np.array([[[-4, 2], [5, 9], [3, 1]]]), (6, 8)).tolist() == [[0, 1, 5, 6]]
+
+
+def test_a_crop_follows_the_points_seen_in_both_measurements():
+    """A crop held on a cut body moves and zooms with the landmarks seen twice (a similarity about their centroid,
+    the zoom clipped per step); one with too few such points, or none seen before, keeps its framing."""
+    rois = Rois(np.array([[100.0, 200.0], [50.0, 50.0], [0.0, 0.0]], np.float32),
+                np.array([300.0, 100.0, 80.0], np.float32), np.array([0.2, 0.0, 0.0], np.float32))
+    rng = np.random.default_rng(0)
+    before = rng.uniform(0, 200, (3, 33, 2))
+    after = before.copy()
+    after[0] = (before[0] - 100.0) * 1.1 + 100.0 + [5.0, -3.0]  # zoom 1.1 about (100, 100), then a shift
+    after[1] = before[1] * 2.0  # a 2x jump: clipped to the step limit
+    seen = np.ones((3, 33), bool)
+    seen[0, 20:] = False
+    after[0, 20:] = 1e4  # unseen points (a guess far off) do not count
+    seen[2, 3:] = False  # three points only
+    out = follow_points(rois, before, after, seen, min_points=4, max_zoom=1.25)
+    np.testing.assert_allclose(out.centers[0], (np.array([100.0, 200.0]) - 100.0) * 1.1 + 100.0 + [5.0, -3.0],
+                               atol=1e-3)
+    np.testing.assert_allclose(out.sides, [330.0, 125.0, 80.0], rtol=1e-5)
+    np.testing.assert_allclose(out.angles, rois.angles)
+    np.testing.assert_allclose(out.centers[2], [0.0, 0.0])
+
+
+def test_a_box_cut_by_the_frame_is_framed_as_the_whole_body():
+    """Only a box that the frame's top or bottom cuts AND that is too wide for a whole person grows, to the height a
+    whole person of its width has, away from the cut (downwards when both edges cut it); the crop framed from it
+    then holds the body where the landmark network expects it (the mid-hip near the centre), not a torso squeezed
+    into a whole-body crop."""
+    hw = (480, 640)
+    boxes = np.array([[100, 60, 400, 480],  # chest-up close-up: cut at the bottom, 300 x 420 -> 666.7 tall
+                      [500, 0, 620, 100],  # cut at the top (head out of the picture): grows upwards
+                      [200, 100, 250, 479],  # a standing person reaching the bottom: narrow, kept
+                      [20, 50, 220, 200],  # wide but inside the frame: kept
+                      [0, 0, 640, 480]], np.float32)  # cut at both edges (a close-up's head at the top): down
+    out = extend_cut_boxes(boxes, hw)
+    np.testing.assert_allclose(out[0], [100, 60, 400, 60 + 300 / 0.45], rtol=1e-6)
+    np.testing.assert_allclose(out[1], [500, 100 - 120 / 0.45, 620, 100], rtol=1e-6)
+    np.testing.assert_array_equal(out[2:4], boxes[2:4])
+    np.testing.assert_allclose(out[4], [0, 0, 640, 640 / 0.45], rtol=1e-6)
+    np.testing.assert_array_equal(boxes[0], [100, 60, 400, 480])  # the input is not modified
+    assert cut_boxes(boxes, hw).tolist() == [1, -1, 0, 0, 1]
+    assert extend_cut_boxes(np.zeros((0, 4)), hw).shape == (0, 4)
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +189,34 @@ def test_finds_the_people_of_hand_boxed_real_frames(realfootage):
         res = model(frame, query)
         meshes = people_to_meshes(res.people, body, res.box)
         px, _ = project_points(meshes.vertices, res.people.cam, res.box)
-        score.add(score_image(mesh_boxes(px), im["people"], im.get("ignore", [])))
+        score.add(score_image(mesh_boxes(px, frame.shape[:2]), im["people"], im.get("ignore", [])))
     summary = score.summary()
     assert summary["recall"] >= 0.8, summary
     assert summary["precision"] >= 0.8, summary
     assert summary["giant_bodies"] == 0, summary
     assert 0.75 < summary["height_ratio_median"] < 1.3, summary
+
+
+def test_close_up_people_get_a_body_that_fits_what_the_frame_shows(realfootage):
+    """The webcam case: one person seen from the chest or the waist up, cut by the bottom of the frame (three
+    public-domain photos, hand-boxed). Cold and with tracking over a few frames, each gets one body whose visible
+    part overlaps the person's box with IoU >= 0.5 (the build before framed the cut box as a whole body: one of
+    the three found, the others drawn as a small crouching figure over the face), and no second body."""
+    from app.render.projection import project_points
+    from engine.frame_models import PeopleQuery
+    from engine.postprocess import people_to_meshes
+
+    model, body = realfootage
+    query = PeopleQuery(threshold=model.info.default_threshold)
+    for im in load_annotations(CLOSEUPS):
+        frame = cv2.imread(im["path"])
+        model.reset()
+        for step in range(4):  # a still camera: the first frame is cold, the next ones follow the tracked person
+            res = model(frame, query)
+            meshes = people_to_meshes(res.people, body, res.box)
+            px, _ = project_points(meshes.vertices, res.people.cam, res.box)
+            s = score_image(mesh_boxes(px, frame.shape[:2]), im["people"], im["ignore"])
+            assert (s.tp, s.fp) == (1, 0), (im["source"], step, s)
 
 
 @needs_data

@@ -7,7 +7,7 @@ to frame) finds everyone, and then:
 
 **Fit**: the world landmarks (metres, camera axes) drive an IK fit of the body model (root and limb swings,
 observable twists, shape from bone lengths on SMPL); the weak-perspective camera comes from a least-squares fit
-of the fitted joints onto the image landmarks. A person whose landmarks the tracker carried forward (not measured
+of the fitted joints (and, weighted up as fewer limbs are seen, the fitted face) onto the image landmarks. A person whose landmarks the tracker carried forward (not measured
 on this frame) keeps the pose fitted when they were measured, so only the camera is fitted again.
 The result is the same :class:`~engine.types.People` the bottom-up network produces, so tracking, smoothing,
 rendering and exports are shared.
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ..bodyfit import CAMERA_PAIRS, BodyFitter, fit_camera
+from ..bodyfit import CAMERA_PAIRS, FACE_LANDMARKS, BodyFitter, fit_camera
 from ..decode import cam_to_translation
 from ..realfootage.landmarks import Landmarks
 from ..realfootage.tracker import LandmarkTracker
@@ -30,7 +30,13 @@ __all__ = ["RealFootageModel"]
 
 NOMINAL_INPUT = 512  # the letterbox size People.center_preds are expressed in (no network reads it)
 _CAM_JOINTS = np.asarray([j for j, _ in CAMERA_PAIRS])
-_CAM_LANDMARKS = np.asarray([k for _, k in CAMERA_PAIRS])
+_CAM_LANDMARKS = np.asarray([k for _, k in CAMERA_PAIRS] + list(FACE_LANDMARKS))
+# The face points' weight in the camera fit (a limb joint weighs its visibility): low for a whole body, whose 10 limb
+# joints place it (a distant face is a few pixels, and the body's face proportions are one adult's: at weight 0.3 a
+# walker on vtest.avi fell out of the IoU 0.5 match), and up to 1 as fewer limb joints are seen (a person seen from
+# the chest up has the two shoulders, which alone put the body's head at the chin).
+_FACE_WEIGHT = (0.15, 1.0)  # (whole body, close-up)
+_FACE_WEIGHT_LIMBS = (6.0, 2.0)  # summed limb visibility at which each applies (linear in between)
 
 
 class RealFootageModel(PeopleModel):
@@ -46,7 +52,7 @@ class RealFootageModel(PeopleModel):
         self.tracker = tracker
         self.fitter = fitter
         self.info = info
-        self._poses: dict[int, tuple[np.ndarray, ...]] = {}  # tracker id -> (orient, pose, betas, joints)
+        self._poses: dict[int, tuple[np.ndarray, ...]] = {}  # tracker id -> (orient, pose, betas, joints, face)
 
     def reset(self) -> None:
         self.tracker.reset()
@@ -65,26 +71,34 @@ class RealFootageModel(PeopleModel):
         return FramePeople(people, box, timings)
 
     def _fit(self, lm: Landmarks, ids: np.ndarray, refreshed: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(global_orient, body_pose, betas, joints) per person: fitted for people measured on this frame (or not
-        fitted before), the stored fit for people carried forward (same world landmarks, so the same fit)."""
+        """(global_orient, body_pose, betas, joints, face points) per person: fitted for people measured on this
+        frame (or not fitted before), the stored fit for people carried forward (same world landmarks, so the same
+        fit)."""
         todo = np.flatnonzero(refreshed | ~np.isin(ids, list(self._poses)))
         fits: dict[int, tuple[np.ndarray, ...]] = {}
         if len(todo):
             fit = self.fitter.fit(lm.world[todo], lm.visibility[todo], body_joints=False)  # the render thread poses
             for row, i in enumerate(todo):
-                fits[int(ids[i])] = (fit.global_orient[row], fit.body_pose[row], fit.betas[row], fit.joints[row])
+                fits[int(ids[i])] = (fit.global_orient[row], fit.body_pose[row], fit.betas[row], fit.joints[row],
+                                     fit.face[row])
         rows = [fits.get(int(i)) or self._poses[int(i)] for i in ids]
         self._poses = {int(i): r for i, r in zip(ids, rows, strict=True)}
-        return tuple(np.stack([r[k] for r in rows]).astype(np.float32) for k in range(4))
+        return tuple(np.stack([r[k] for r in rows]).astype(np.float32) for k in range(5))
 
     def _people(self, lm: Landmarks, ids: np.ndarray, refreshed: np.ndarray, box: Letterbox) -> People:
         n = len(lm)
         if n == 0:
             return People.empty()
-        global_orient, body_pose, betas, joints = self._fit(lm, ids, refreshed)
-        # camera: the fitted joints that are landmarks themselves, onto where the network saw them
+        global_orient, body_pose, betas, joints, face = self._fit(lm, ids, refreshed)
+        # camera: the fitted joints that are landmarks themselves and the posed face points, onto where the network
+        # saw them
         norm = box.original_to_norm(lm.image[:, _CAM_LANDMARKS, :2])
-        cam = fit_camera(joints[:, _CAM_JOINTS], norm, lm.visibility[:, _CAM_LANDMARKS]).astype(np.float32)
+        points = np.concatenate([joints[:, _CAM_JOINTS], face], axis=1)
+        weights = lm.visibility[:, _CAM_LANDMARKS].copy()
+        limbs = weights[:, : len(CAMERA_PAIRS)].sum(axis=1)
+        (whole_limbs, close_limbs), (whole, close) = _FACE_WEIGHT_LIMBS, _FACE_WEIGHT
+        weights[:, len(CAMERA_PAIRS):] *= np.interp(limbs, (close_limbs, whole_limbs), (close, whole))[:, None]
+        cam = fit_camera(points, norm, weights).astype(np.float32)
         ok = np.isfinite(cam).all(axis=1) & (cam[:, 0] > 1e-4)  # fewer than two usable points: not placeable
         cam[~ok] = (1.0, 0.0, 0.0)
         mid_hip = box.original_to_norm(lm.image[:, 23:25, :2].mean(axis=1))

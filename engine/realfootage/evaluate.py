@@ -20,18 +20,34 @@ __all__ = ["ImageScore", "Score", "load_annotations", "mesh_boxes", "score_image
 
 
 def load_annotations(path: str | Path) -> list[dict]:
-    """The ``images`` list of a boxes file (format 1): source, frame (videos), people [{box, hard}], ignore."""
-    data = json.loads(Path(path).read_text())
+    """The ``images`` list of a boxes file (format 1): source, frame (videos), people [{box, hard}], ignore.
+
+    A file whose images ship beside it names their folder (``images_dir``, relative to the file); each image then
+    also gets ``path``, the file to read. Without it, sources are files of Debian's opencv-doc examples."""
+    path = Path(path)
+    data = json.loads(path.read_text())
     if data.get("format") != 1:
         raise ValueError(f"{path}: unknown annotation format {data.get('format')!r}")
-    return data["images"]
+    images = data["images"]
+    if "images_dir" in data:
+        folder = path.parent / data["images_dir"]
+        images = [{**im, "path": str(folder / im["source"])} for im in images]
+    return images
 
 
-def mesh_boxes(vertices_px: np.ndarray) -> np.ndarray:
-    """[N, V, 2] projected vertices -> [N, 4] boxes."""
+def mesh_boxes(vertices_px: np.ndarray, frame_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """[N, V, 2] projected vertices -> [N, 4] boxes, clipped to the frame when ``frame_hw`` is given.
+
+    Why clip: the annotations box what the picture shows, and so does the user's eye. A person cut by the frame edge
+    (a close-up, someone walking in) is drawn with a whole body whose off-frame part nobody sees; unclipped, a body
+    that fits the visible part exactly would score as a miss, and one squeezed into the frame as a hit."""
     if len(vertices_px) == 0:
         return np.zeros((0, 4), np.float32)
-    return np.concatenate([vertices_px.min(axis=1), vertices_px.max(axis=1)], axis=1).astype(np.float32)
+    boxes = np.concatenate([vertices_px.min(axis=1), vertices_px.max(axis=1)], axis=1)
+    if frame_hw is not None:
+        h, w = frame_hw
+        boxes = np.clip(boxes, 0.0, np.array([w, h, w, h], np.float64))
+    return boxes.astype(np.float32)
 
 
 def _ioa(pred: np.ndarray, regions: np.ndarray) -> np.ndarray:

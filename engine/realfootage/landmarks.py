@@ -20,6 +20,7 @@ __all__ = ["NUM_LANDMARKS", "BlazePoseLandmarks", "Landmarks"]
 NUM_LANDMARKS = 33
 CROP = 256
 ROI_SCALE = 1.5  # margin the network was trained with when the ROI comes from its own alignment points
+OUTSIDE_FRACTION = 0.1  # a landmark further outside the frame than this x its crop's side is not visible
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -32,7 +33,7 @@ class Landmarks:
 
     Attributes:
         image: [N, 33, 3] frame pixels (x, y) and relative depth z (pixels, hip-centred, smaller = nearer).
-        visibility: [N, 33] probability that the point is visible (not occluded, inside the crop).
+        visibility: [N, 33] probability that the point is visible (not occluded; 0 well outside the frame).
         presence: [N, 33] probability that the point is inside the frame.
         world: [N, 33, 3] metres, hip-centred, camera axes (x right, y down, z away).
         flag: [N] probability that the crop holds a person.
@@ -108,6 +109,14 @@ class BlazePoseLandmarks:
         wxy = np.einsum("nij,nkj->nki", rot, world[:, :, :2])
         world_cam = np.concatenate([wxy, world[:, :, 2:3]], axis=2).astype(np.float32)
         nxt = rois_from_alignment(image[:, 33, :2], image[:, 34, :2], ROI_SCALE)
-        return Landmarks(image[:, :NUM_LANDMARKS], _sigmoid(raw[:, :NUM_LANDMARKS, 3]).astype(np.float32),
+        # A point well outside the picture is not seen, whatever the network says: for a body the frame cuts it
+        # guesses the legs (often with visibility near 1), and a fit to that guess draws bent legs nobody can see.
+        # Just outside (a shoulder past the edge of a close-up) its guess is good, and the camera fit needs it.
+        h, w = frame_rgb.shape[:2]
+        pts = xy[:, :NUM_LANDMARKS]
+        margin = (OUTSIDE_FRACTION * rois.sides)[:, None, None]
+        inside = ((pts >= -margin) & (pts <= np.array([w, h]) + margin)).all(axis=-1)
+        visibility = _sigmoid(raw[:, :NUM_LANDMARKS, 3]) * inside
+        return Landmarks(image[:, :NUM_LANDMARKS], visibility.astype(np.float32),
                          _sigmoid(raw[:, :NUM_LANDMARKS, 4]).astype(np.float32), world_cam[:, :NUM_LANDMARKS], flag,
                          nxt)

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Rois", "crop_rois", "rois_from_alignment", "rois_from_boxes"]
+__all__ = ["Rois", "crop_rois", "cut_boxes", "extend_cut_boxes", "follow_points", "rois_from_alignment",
+           "rois_from_boxes"]
+
+# Width / height of the box of a whole, upright person, about (arms at the sides or swinging). A box cut by the top
+# or bottom of the frame that is wider than this holds only part of a body: the rest is outside the picture.
+WHOLE_BODY_ASPECT = 0.45
+EDGE_PX = 0.02  # a box side within this fraction of the frame height of its top / bottom edge touches it
 
 
 @dataclass
@@ -57,6 +63,67 @@ def rois_from_boxes(boxes: np.ndarray, scale: float) -> Rois:
     centers = (boxes[:, :2] + boxes[:, 2:]) / 2
     sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * scale
     return Rois(centers.astype(np.float32), sides.astype(np.float32), np.zeros(len(boxes), np.float32))
+
+
+def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """[N, 4] detector boxes with the part of the body outside the frame added back, where the frame cuts them.
+
+    Why: the landmark network reads a crop framed around a whole body (the mid-hip at the centre). A person close to
+    the camera (the webcam case: head and shoulders, or down to the waist) fills a detector box that ends at the
+    frame's bottom edge; framed as if that box were the whole body, the crop shows a giant torso that the network
+    reads as a small crouching body, or rejects. A box that touches the bottom edge and is wider than a whole
+    person's box is extended downwards to the height a whole person of that width would have, even when it touches
+    the top as well (a close-up's head reaches the top of the picture; its body goes on below); one cut at the top
+    only is extended upwards. The first landmarks then frame the next crop from the body itself.
+    """
+    out = np.array(boxes, np.float32, copy=True).reshape(-1, 4)
+    if not len(out):
+        return out
+    whole = np.maximum(out[:, 3] - out[:, 1], (out[:, 2] - out[:, 0]) / WHOLE_BODY_ASPECT)
+    cut = cut_boxes(out, frame_hw)
+    down, up = cut > 0, cut < 0
+    out[down, 3] = out[down, 1] + whole[down]
+    out[up, 1] = out[up, 3] - whole[up]
+    return out
+
+
+def cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """[N] int8: where a detector box holds only part of a body (it touches the frame's top or bottom edge and is
+    wider than a whole person's box, see :func:`extend_cut_boxes`), the side the body goes on: 1 below the frame,
+    -1 above it; 0 for a whole body."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    height = float(frame_hw[0])
+    wide = b[:, 2] - b[:, 0] > WHOLE_BODY_ASPECT * (b[:, 3] - b[:, 1])
+    bottom, top = b[:, 3] >= (1.0 - EDGE_PX) * height, b[:, 1] <= EDGE_PX * height
+    return np.where(wide & bottom, 1, np.where(wide & top, -1, 0)).astype(np.int8)
+
+
+def follow_points(rois: Rois, before: np.ndarray, after: np.ndarray, seen: np.ndarray, min_points: int = 4,
+                  max_zoom: float = 1.25) -> Rois:
+    """The ROIs moved and scaled as the points seen in both measurements moved (the angle is kept).
+
+    Why: for a body cut by the frame the landmark network's alignment points (mid-hip, scale point) are a guess,
+    and a biased one: the unseen hips land near the centre of whatever crop it reads (that is where training put
+    them), so each crop framed from the last one grew by a sixth to a third, without end, until the person was a
+    speck in the crop (measured on close-up portraits). The points it does see are not biased, so the crop follows
+    them: translated with their centroid, scaled with their spread (clipped to ``max_zoom`` per step).
+
+    Args:
+        rois: the ROIs the ``after`` points were measured in.
+        before, after: [N, K, 2] the same points at the previous measurement and now (frame pixels).
+        seen: [N, K] points seen in both; rows with fewer than ``min_points`` keep their ROI.
+    """
+    w = np.asarray(seen, np.float64)
+    count = w.sum(axis=1)
+    safe = np.maximum(count, 1.0)[:, None]
+    cb = (w[..., None] * before).sum(axis=1) / safe
+    ca = (w[..., None] * after).sum(axis=1) / safe
+    sb = np.sqrt((w * ((before - cb[:, None]) ** 2).sum(-1)).sum(axis=1) / safe[:, 0])
+    sa = np.sqrt((w * ((after - ca[:, None]) ** 2).sum(-1)).sum(axis=1) / safe[:, 0])
+    ok = (count >= min_points) & (sb > 1e-6)
+    zoom = np.where(ok, np.clip(sa / np.maximum(sb, 1e-6), 1.0 / max_zoom, max_zoom), 1.0)
+    centers = np.where(ok[:, None], ca + zoom[:, None] * (rois.centers - cb), rois.centers)
+    return Rois(centers.astype(np.float32), (rois.sides * zoom).astype(np.float32), rois.angles.copy())
 
 
 def rois_from_alignment(center: np.ndarray, scale_point: np.ndarray, scale: float) -> Rois:

@@ -34,12 +34,14 @@ import numpy as np
 
 from .detector import Detections, PersonDetector, PreparedFrame, iou_matrix
 from .landmarks import BlazePoseLandmarks, Landmarks
-from .roi import Rois, rois_from_boxes
+from .roi import Rois, cut_boxes, extend_cut_boxes, follow_points, rois_from_boxes
 
 __all__ = ["LandmarkTracker", "TrackedPoses", "TrackerCfg", "match_boxes", "person_boxes"]
 
 BODY_POINTS = np.arange(11, 29)  # shoulders .. ankles: where two people differ even when their heads touch
 MIN_ASPECT = 0.45  # width / height of a standing person's detector box, about (see person_boxes)
+LEG_VISIBILITY = 0.6  # a knee and its ankle this visible: the leg is in the picture, the body is not cut off
+CUT_MARGIN_WITH_LEGS = 3.0  # logits by which a cut framing must beat a whole-body one that shows a leg
 
 
 @dataclass(frozen=True)
@@ -139,25 +141,27 @@ class _Tracks:
     stale: np.ndarray  # int64: frames since the landmarks were last measured (0 = this frame)
     anchor: np.ndarray  # [N, 2] float32: mid-hip where it was last measured
     vel: np.ndarray  # [N, 2] float32: image velocity, pixels per frame (NaN until measured twice)
+    cut: np.ndarray  # int8: the frame cuts the body (its last detection; 1 below, -1 above, see roi.cut_boxes)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def select(self, idx) -> _Tracks:
         return _Tracks(self.lm.select(idx), self.ids[idx], self.misses[idx], self.ages[idx], self.stale[idx],
-                       self.anchor[idx], self.vel[idx])
+                       self.anchor[idx], self.vel[idx], self.cut[idx])
 
     @classmethod
     def concat(cls, parts: list[_Tracks]) -> _Tracks:
         return cls(Landmarks.concat([p.lm for p in parts]),
                    *(np.concatenate([getattr(p, k) for p in parts]) for k in
-                     ("ids", "misses", "ages", "stale", "anchor", "vel")))
+                     ("ids", "misses", "ages", "stale", "anchor", "vel", "cut")))
 
     @classmethod
-    def new(cls, lm: Landmarks, ids: np.ndarray) -> _Tracks:
+    def new(cls, lm: Landmarks, ids: np.ndarray, cut: np.ndarray | None = None) -> _Tracks:
         n = len(lm)
         zeros = np.zeros(n, np.int64)
-        return cls(lm, ids, zeros, zeros.copy(), zeros.copy(), _mid_hip(lm), np.full((n, 2), np.nan, np.float32))
+        return cls(lm, ids, zeros, zeros.copy(), zeros.copy(), _mid_hip(lm), np.full((n, 2), np.nan, np.float32),
+                   np.zeros(n, np.int8) if cut is None else np.asarray(cut, np.int8))
 
 
 @dataclass
@@ -223,12 +227,14 @@ class LandmarkTracker:
         self._pending: tuple[int, Future] | None = None  # (frame it is due on, background detector pass)
         self._rejected = np.zeros((0, 4), np.float32)  # detections the landmark network turned down
         self._rejected_ttl = np.zeros(0, np.int64)  # detector passes each stays turned down
+        self._hw = (0, 0)  # the current frame's height and width
 
     def __call__(self, frame_bgr: np.ndarray, threshold: float, max_people: int) -> TrackedPoses:
         """Track everyone into this frame; ``threshold`` is the detector's score threshold."""
         cfg = self.cfg
         t0 = time.perf_counter()
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        self._hw = rgb.shape[:2]
         t_det = time.perf_counter()
         taken, detect_bg_ms = self._due_detections()
         wait_ms = (time.perf_counter() - t_det) * 1e3 if taken is not None else 0.0
@@ -273,14 +279,14 @@ class LandmarkTracker:
         if seeds is not None:
             seeds = self._not_rejected(seeds[seeds[:, 3] - seeds[:, 1] >= cfg.min_seed_height])
             if len(seeds):
-                crops += len(seeds)
-                fresh = self.landmarks(rgb, rois_from_boxes(seeds, cfg.box_scale))
+                fresh, cut, framed = self._first_crops(rgb, seeds)
+                crops += framed
                 ok = fresh.flag >= cfg.flag_threshold
                 self._reject(seeds[~ok])
                 fresh = fresh.select(ok)
                 ids = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.int64)
                 self._next_id += len(fresh)
-                tracks = _Tracks.concat([tracks, _Tracks.new(fresh, ids)])
+                tracks = _Tracks.concat([tracks, _Tracks.new(fresh, ids, cut[ok])])
         tracks, keep = self._merge(tracks)
         keep = keep[:max_people]
         keep = keep[(tracks.lm.visibility[keep] >= 0.5).sum(axis=1) >= cfg.min_visible]
@@ -291,6 +297,34 @@ class LandmarkTracker:
         landmarks_ms = (time.perf_counter() - t0) * 1e3 - detect_ms
         return TrackedPoses(tracks.lm, rgb, detect_ms, landmarks_ms, tracks.ids.copy(), tracks.stale == 0, crops,
                             detect_bg_ms)
+
+    def _first_crops(self, rgb: np.ndarray, seeds: np.ndarray) -> tuple[Landmarks, np.ndarray, int]:
+        """New people's first landmarks, each person's cut (see :func:`roi.cut_boxes`) and the crops it took.
+
+        A detection the frame may cut (wide, at the top or bottom edge) is two hypotheses: a whole body in a wide
+        pose (running, arms out, sitting) or the top of a body that goes on below the frame (a close-up). Both
+        framings go through the network in one batch, and the cut one is taken when the network is surer of it:
+        by any margin when the whole-body crop shows no leg, by odds of e^3 when it does (measured on close-up
+        portraits, sport photos and a running footballer: the cut framing won by 1.7-10 logits where the body was
+        cut, and lost by 8-10 or won by at most 1.8 where a whole body was in the picture and a leg was seen).
+        """
+        cfg = self.cfg
+        rois = rois_from_boxes(seeds, cfg.box_scale)
+        cand = cut_boxes(seeds, self._hw)
+        alt = np.flatnonzero(cand != 0)
+        if not len(alt):
+            return self.landmarks(rgb, rois), cand, len(seeds)
+        both = Rois.concat([rois, rois_from_boxes(extend_cut_boxes(seeds[alt], self._hw), cfg.box_scale)])
+        found = self.landmarks(rgb, both)
+        whole, cut_view = found.select(alt), found.select(np.arange(len(seeds), len(both)))
+        margin = np.where(_legs_seen(whole), CUT_MARGIN_WITH_LEGS, 0.0)
+        better = _logit(cut_view.flag) - _logit(whole.flag) > margin
+        pick = np.arange(len(seeds))
+        pick[alt[better]] = len(seeds) + np.flatnonzero(better)
+        cut = np.zeros(len(seeds), np.int8)
+        cut[alt[better]] = cand[alt[better]]
+        # a cut body's next crop keeps this framing (its alignment points drift, see roi.follow_points)
+        return _held_where(cut != 0, found.select(pick), both.select(pick)), cut, len(both)
 
     def _submit(self, prepared: PreparedFrame, threshold: float, max_people: int) -> None:
         """Start a detector pass on the background thread; its people are taken in ``detect_lag`` frames later."""
@@ -334,7 +368,7 @@ class LandmarkTracker:
         image[:, :, :2] += step[:, None, :]
         rois = Rois(lm.next_rois.centers + step, lm.next_rois.sides, lm.next_rois.angles)
         moved = Landmarks(image, lm.visibility, lm.presence, lm.world, lm.flag, rois)
-        return _Tracks(moved, t.ids, t.misses, t.ages, t.stale + 1, t.anchor, t.vel)
+        return _Tracks(moved, t.ids, t.misses, t.ages, t.stale + 1, t.anchor, t.vel, t.cut)
 
     def _refresh(self, rgb: np.ndarray, tracks: _Tracks, extra: np.ndarray | None = None) -> tuple[_Tracks, int]:
         """Measure the landmarks of the people due this frame: everyone, or as many of the stalest as the budget's
@@ -362,7 +396,15 @@ class LandmarkTracker:
         n, budget = len(tracks), self.cfg.landmark_budget
         if len(due) == 0:
             return tracks
-        fresh = self.follow(rgb, tracks.lm.next_rois.select(due))
+        used = tracks.lm.next_rois.select(due)
+        fresh = self.follow(rgb, used)
+        cut = tracks.cut[due] != 0
+        if cut.any():  # a body cut by the frame: its next crop follows the landmarks seen (see roi.follow_points)
+            before = tracks.lm.select(due)
+            seen = (before.visibility >= 0.5) & (fresh.visibility >= 0.5)
+            seen &= ~np.isnan(tracks.anchor[due]).any(axis=1)[:, None]  # re-framed: nothing to follow, hold the crop
+            moved = follow_points(used, before.image[:, :, :2], fresh.image[:, :, :2], seen)
+            fresh = _held_where(cut, fresh, moved)
         lm = tracks.lm
         if len(due) < n:  # write the measured rows into the carried set
             parts = {k: getattr(lm, k).copy() for k in ("image", "visibility", "presence", "world", "flag")}
@@ -383,7 +425,7 @@ class LandmarkTracker:
             seen = (hip - anchor[due]) / elapsed
             vel[due] = np.where(np.isnan(vel[due]), seen, k * vel[due] + (1.0 - k) * seen)
         stale[due], anchor[due] = 0, hip
-        return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, stale, anchor, vel)
+        return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, stale, anchor, vel, tracks.cut)
 
     def _match(self, tracks: _Tracks, boxes: np.ndarray,
                age: int) -> tuple[_Tracks, np.ndarray, np.ndarray, np.ndarray]:
@@ -397,15 +439,21 @@ class LandmarkTracker:
         cfg = self.cfg
         if len(tracks) == 0:
             return tracks, boxes, np.zeros(0, np.int64), np.zeros(0, np.int64)
-        ious = iou_matrix(boxes, person_boxes(tracks.lm))
+        ious = iou_matrix(boxes, person_boxes(tracks.lm, tracks.cut, self._hw[0]))
         pairs = match_boxes(ious, cfg.new_iou)
         confirmed = np.zeros(len(tracks), bool)
         confirmed[pairs[:, 1]] = True
         tracks.misses = np.where(confirmed, 0, tracks.misses + 1)
+        # the frame cuts a tracked body when its detection looks cut and its landmarks show no leg in the picture
+        tracks.cut = tracks.cut.copy()
+        tracks.cut[pairs[:, 1]] = np.where(_legs_seen(tracks.lm.select(pairs[:, 1])), 0,
+                                           cut_boxes(boxes[pairs[:, 0]], self._hw))
         loose = pairs[ious[pairs[:, 0], pairs[:, 1]] < cfg.reseed_iou]
         reframed = np.zeros(len(tracks), bool)
         if len(loose):
-            tracks = _reframed(tracks, loose[:, 1], boxes[loose[:, 0]], cfg.box_scale, age)
+            rows, dets = loose[:, 1], boxes[loose[:, 0]]
+            dets = np.where(tracks.cut[rows, None] != 0, extend_cut_boxes(dets, self._hw), dets)
+            tracks = _reframed(tracks, rows, dets, cfg.box_scale, age)
             reframed[loose[:, 1]] = True
         # a track the detector keeps not seeing has drifted onto background
         kept = tracks.misses <= cfg.max_misses
@@ -460,7 +508,7 @@ class LandmarkTracker:
                 if np.isnan(vel[j]).any():
                     vel[j] = vel[i]
             ages[j], misses[j] = max(ages[i], ages[j]), min(misses[i], misses[j])
-        merged = _Tracks(lm, ids, misses, ages, tracks.stale, tracks.anchor, vel)
+        merged = _Tracks(lm, ids, misses, ages, tracks.stale, tracks.anchor, vel, tracks.cut)
         return merged, np.asarray(keep, np.int64)
 
 
@@ -481,18 +529,48 @@ def _reframed(tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray, scale: float
     anchor, vel = tracks.anchor.copy(), tracks.vel.copy()
     anchor[rows], vel[rows] = np.nan, np.nan
     lm = replace(tracks.lm, next_rois=Rois(centers, sides, angles))
-    return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, tracks.stale, anchor, vel)
+    return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, tracks.stale, anchor, vel, tracks.cut)
 
 
-def person_boxes(lm: Landmarks) -> np.ndarray:
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1.0 - 1e-7)
+    return np.log(p / (1.0 - p))
+
+
+def _legs_seen(lm: Landmarks) -> np.ndarray:
+    """[N] True where a knee and the ankle below it are both seen in the picture (visibility >= LEG_VISIBILITY)."""
+    v = lm.visibility >= LEG_VISIBILITY
+    return (v[:, 25] & v[:, 27]) | (v[:, 26] & v[:, 28])
+
+
+def _held_where(rows: np.ndarray, lm: Landmarks, rois: Rois) -> Landmarks:
+    """``lm`` with the next crop of the people in ``rows`` (bool) framed by ``rois`` instead of the landmark
+    network's alignment points (which, for a body cut by the frame, drift: see :func:`roi.follow_points`)."""
+    if not rows.any():
+        return lm
+    nr = lm.next_rois
+    pick = rows[:, None]
+    held = Rois(np.where(pick, rois.centers, nr.centers).astype(np.float32),
+                np.where(rows, rois.sides, nr.sides).astype(np.float32),
+                np.where(rows, rois.angles, nr.angles).astype(np.float32))
+    return replace(lm, next_rois=held)
+
+
+def person_boxes(lm: Landmarks, cut: np.ndarray | None = None, frame_height: float = 0.0) -> np.ndarray:
     """Boxes around people's visible landmarks, comparable with detector boxes: widened (about the centre) to at
     least ``MIN_ASPECT`` x their height, because landmarks span the limbs' joints while a detector boxes the whole
     silhouette (measured on vtest.avi: the same person's two boxes overlapped with IoU 0.44 at the median, so half
-    of all confirmed tracks looked as if they had slid off their person)."""
+    of all confirmed tracks looked as if they had slid off their person). A body the frame cuts (``cut``, see
+    :func:`roi.cut_boxes`) is boxed to that edge of the frame, as the detector boxes it: its landmarks stop at the
+    chest or the waist, and a close-up's detection covered by them only half was taken for a new person."""
     b = lm.boxes()
     half = np.maximum((b[:, 2] - b[:, 0]) / 2, MIN_ASPECT * (b[:, 3] - b[:, 1]) / 2)
     cx = (b[:, 0] + b[:, 2]) / 2
-    return np.stack([cx - half, b[:, 1], cx + half, b[:, 3]], axis=1).astype(np.float32)
+    out = np.stack([cx - half, b[:, 1], cx + half, b[:, 3]], axis=1).astype(np.float32)
+    if cut is not None:
+        out[cut > 0, 3] = np.maximum(out[cut > 0, 3], frame_height)
+        out[cut < 0, 1] = np.minimum(out[cut < 0, 1], 0.0)
+    return out
 
 
 def match_boxes(ious: np.ndarray, min_iou: float) -> np.ndarray:
