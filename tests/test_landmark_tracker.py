@@ -408,7 +408,7 @@ class CloseUp:
         vis = np.zeros((n, NUM_LANDMARKS), np.float32)
         vis[:, :23] = 1.0  # face, shoulders, arms seen
         vis[~big | (self.legs_flag is not None), 25:29] = 0.9  # legs "seen": hallucinated in the small crop
-        nxt = Rois(rois.centers + [0.0, 0.1 * rois.sides.mean()], rois.sides * 1.33, rois.angles)
+        nxt = Rois(rois.centers + np.array([0.0, 0.1 * rois.sides.mean()], np.float32), rois.sides * 1.33, rois.angles)
         world = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
         return Landmarks(image, vis, np.ones_like(vis), world, flag, nxt)
 

@@ -7,8 +7,9 @@ to frame) finds everyone, and then:
 
 **Fit**: the world landmarks (metres, camera axes) drive an IK fit of the body model (root and limb swings,
 observable twists, shape from bone lengths on SMPL); the weak-perspective camera comes from a least-squares fit
-of the fitted joints (and, weighted up as fewer limbs are seen, the fitted face) onto the image landmarks. A person whose landmarks the tracker carried forward (not measured
-on this frame) keeps the pose fitted when they were measured, so only the camera is fitted again.
+of the fitted joints (and, weighted up as fewer limbs are seen, the fitted face) onto the image landmarks. A person
+whose landmarks the tracker carried forward (not measured on this frame) keeps the pose fitted when they were
+measured, so only the camera is fitted again.
 The result is the same :class:`~engine.types.People` the bottom-up network produces, so tracking, smoothing,
 rendering and exports are shared.
 """

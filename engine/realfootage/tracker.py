@@ -306,7 +306,7 @@ class LandmarkTracker:
         framings go through the network in one batch, and the cut one is taken when the network is surer of it:
         by any margin when the whole-body crop shows no leg, by odds of e^3 when it does (measured on close-up
         portraits, sport photos and a running footballer: the cut framing won by 1.7-10 logits where the body was
-        cut, and lost by 8-10 or won by at most 1.8 where a whole body was in the picture and a leg was seen).
+        cut, and lost (by 0.1-10) or won by at most 1.8 where a whole body was in the picture and a leg was seen).
         """
         cfg = self.cfg
         rois = rois_from_boxes(seeds, cfg.box_scale)
