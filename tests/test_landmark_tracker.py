@@ -175,14 +175,15 @@ def test_carried_forward_people_keep_their_pose():
 
 
 def test_a_detection_the_landmark_network_rejects_is_not_cropped_on_every_pass():
-    cfg = TrackerCfg(detect_every=1, landmark_budget=0, retry_after=3)
+    cfg = TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=0, retry_after=3)
     out, det = _run(cfg, frames=9, people=3, hidden={1})
     assert det.passes == 9
     # person 1 is seen by the detector on every pass but never accepted: one try, then three passes off
     seeds = [crops - len(res.landmarks) for res, crops, _ in out]
     assert all(len(res.landmarks) == 2 for res, _, _ in out)
     assert seeds == [1, 0, 0, 0, 1, 0, 0, 0, 1], seeds
-    out, _ = _run(TrackerCfg(detect_every=1, landmark_budget=0, retry_after=0), frames=4, people=3, hidden={1})
+    out, _ = _run(TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=0, retry_after=0), frames=4,
+                  people=3, hidden={1})
     assert [crops - len(res.landmarks) for res, crops, _ in out] == [1, 1, 1, 1]
 
 
@@ -198,7 +199,8 @@ def test_a_detection_too_small_for_a_landmark_crop_is_never_cropped(min_height):
     scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(3)])
     lmk = FakeLandmarks(scene)
     tracker = LandmarkTracker(DetectorWithAFarAwayFigure(scene), lmk,
-                              TrackerCfg(detect_every=1, landmark_budget=0, retry_after=0, min_seed_height=min_height))
+                              TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=0, retry_after=0,
+                                         min_seed_height=min_height))
     seeds = []
     for f in range(4):
         scene.frame = f
@@ -256,7 +258,7 @@ def test_the_fit_is_reused_for_people_carried_forward(budget):
 def test_background_detector_passes_are_taken_in_a_fixed_number_of_frames_later(lag):
     """With ``detect_lag`` the detector runs beside the landmark crops and its newcomers join exactly ``lag``
     frames after the pass that saw them, whatever the threads' timing, so two runs give the same people."""
-    cfg = TrackerCfg(detect_every=4, landmark_budget=0, detect_lag=lag)
+    cfg = TrackerCfg(max_detect_every=0, detect_every=4, landmark_budget=0, detect_lag=lag)
     runs = [_run(cfg, frames=12, people=4, appear={3: 3}) for _ in range(2)]
     (out, det), (again, _) = runs
     counts = [len(res.landmarks) for res, _, _ in out]
@@ -276,7 +278,7 @@ def test_a_track_that_only_loosely_covers_its_detection_is_reframed_and_keeps_it
     """Person 0 side-steps 21 px while carried forward: the detector's box and the track's then overlap with IoU
     ~0.35 (between new_iou and reseed_iou). The track is cropped again at once from the detector's framing and
     keeps its id; nobody is re-seeded as a new person."""
-    cfg = TrackerCfg(detect_every=1, landmark_budget=1, reseed_iou=0.4)
+    cfg = TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=1, reseed_iou=0.4)
     out, _ = _run(cfg, frames=12, jumps={0: (8, 21.0)})
     ids0 = sorted(out[0][0].ids.tolist())
     for res, _, _ in out:
@@ -315,7 +317,8 @@ def test_a_follow_network_measures_the_tracked_people_and_the_main_one_judges_ne
     scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(4)])
     scene.appear[3] = 4
     find, follow = FakeLandmarks(scene), FakeLandmarks(scene)
-    tracker = LandmarkTracker(FakeDetector(scene), find, TrackerCfg(detect_every=2, landmark_budget=2), follow=follow)
+    tracker = LandmarkTracker(FakeDetector(scene), find,
+                              TrackerCfg(max_detect_every=0, detect_every=2, landmark_budget=2), follow=follow)
     per_frame = []
     for f in range(8):
         scene.frame = f
@@ -366,7 +369,7 @@ def test_a_person_reframed_from_a_background_pass_is_measured_once():
     the budget skips them; the pass that saw it is taken in a frame later, when the budget measures them anyway:
     they are cropped once, from the detector's framing (before, the budget's crop and the re-framed one were both
     spent on them)."""
-    cfg = TrackerCfg(detect_every=1, landmark_budget=4, reseed_iou=0.4, detect_lag=1)
+    cfg = TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=4, reseed_iou=0.4, detect_lag=1)
     out, _ = _run(cfg, frames=16, jumps={0: (8, 25.0)})
     ids0 = sorted(out[0][0].ids.tolist())
     for res, crops, _ in out[1:]:
@@ -450,3 +453,32 @@ def test_a_wide_whole_body_at_the_frame_edge_keeps_its_whole_body_crop(legs_flag
     assert tracker._tracks.cut.tolist() == [cut]
     kept = tracker._tracks.lm.next_rois.sides[0]
     assert kept == pytest.approx(net.crops[0].sides[1] if cut else 1.33 * net.crops[0].sides[0])
+
+
+def test_the_detector_backs_off_while_its_passes_change_nothing_and_comes_back_at_once():
+    """Passes that bring no newcomer, lose nobody and re-frame nobody double the detector's period (2, 4, 8, then 8:
+    the webcam user alone in the picture); a pass that brings someone new restores every 2nd frame. With the
+    back-off off (``max_detect_every`` 0), or more than ``backoff_people`` tracked, it runs every 2nd frame."""
+    scene = Scene([(150.0, 240.0), (550.0, 240.0)], speed=0.0)
+    scene.appear[1] = 40
+    det = FakeDetector(scene)
+    tracker = LandmarkTracker(det, FakeLandmarks(scene), TrackerCfg(detect_every=2, max_detect_every=8,
+                                                                     landmark_budget=1))
+    passes, people = [], []
+    for f in range(60):
+        scene.frame = f
+        before = det.passes
+        people.append(len(tracker(FRAME, 0.3, 64).landmarks))
+        if det.passes > before:
+            passes.append(f)
+    gaps = np.diff(passes).tolist()
+    first = [g for p, g in zip(passes, gaps) if p < 40]
+    assert first[:3] == [2, 4, 8] and set(first[3:]) == {8}, passes  # after the first people: doubling
+    found = people.index(2)
+    assert found <= 40 + 8 + 1, people  # the newcomer waits for the next pass, at most 8 frames
+    after = [g for p, g in zip(passes, gaps) if p >= found]
+    assert after[:2] == [2, 4], passes  # a pass that found someone: the next one 2 frames later, then doubling
+    _, fixed = _run(TrackerCfg(detect_every=2, max_detect_every=0, landmark_budget=1), frames=20)
+    assert fixed.passes == 10
+    _, crowd = _run(TrackerCfg(detect_every=2, max_detect_every=8, landmark_budget=1), frames=20)
+    assert crowd.passes == 10  # five people: quiet passes, but a crowd keeps the fixed period

@@ -13,7 +13,7 @@ import pytest
 
 from app.config import REALFOOTAGE_DIR
 from engine.errors import ModelFileError
-from engine.realfootage.detector import STRIDES, PersonDetector, nms
+from engine.realfootage.detector import STRIDES, PersonDetector, cover_matrix, iou_matrix, nms
 from engine.realfootage.evaluate import Score, load_annotations, mesh_boxes, score_image
 from engine.realfootage.roi import (
     Rois,
@@ -108,6 +108,14 @@ def test_nms_and_scoring():
     assert mesh_boxes(np.array([[[1, 2], [5, 9], [3, 0]]])).tolist() == [[1, 0, 5, 9]]
     # a body reaching out of a 8x6 frame is boxed where the picture shows it
     assert mesh_boxes(np.array([[[-4, 2], [5, 9], [3, 1]]]), (6, 8)).tolist() == [[0, 1, 5, 6]]
+
+
+def test_box_overlaps():
+    """IoU, and how much of each second box the first covers (a cut body's landmark box inside its detection)."""
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[5, 5, 10, 10], [0, 0, 20, 20], [30, 30, 40, 40]], np.float32)
+    np.testing.assert_allclose(iou_matrix(a, b), [[0.25, 0.25, 0.0]])
+    np.testing.assert_allclose(cover_matrix(a, b), [[1.0, 0.25, 0.0]])
 
 
 def test_a_crop_follows_the_points_seen_in_both_measurements():

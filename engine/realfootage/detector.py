@@ -55,16 +55,26 @@ class PreparedFrame:
     frame_hw: tuple[int, int]
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[M, 4] x [K, 4] boxes -> [M, K] intersection over union."""
+def _overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[M, 4] x [K, 4] boxes -> (intersection areas [M, K], areas of a [M], areas of b [K])."""
     a = np.asarray(a, np.float32).reshape(-1, 4)
     b = np.asarray(b, np.float32).reshape(-1, 4)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter, np.prod(a[:, 2:] - a[:, :2], axis=1), np.prod(b[:, 2:] - b[:, :2], axis=1)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[M, 4] x [K, 4] boxes -> [M, K] intersection over union."""
+    inter, area_a, area_b = _overlaps(a, b)
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
+
+
+def cover_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[M, 4] x [K, 4] boxes -> [M, K] the share of each ``b`` box's area that the ``a`` box covers."""
+    inter, _, area_b = _overlaps(a, b)
+    return inter / np.maximum(area_b[None, :], 1e-6)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:

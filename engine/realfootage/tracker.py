@@ -20,7 +20,11 @@ landmarks, and the 2D-pose-guided regressors (3DCrowdNet, JOTR) take them as the
    matched before the frame's crops, so a track it re-frames is cropped once, not once by the budget and once
    again. A detection the landmark network rejected (no person in its crop: a mannequin, a poster, someone almost
    fully hidden) is not tried again for ``retry_after`` detector passes, so the same wrong box does not cost a crop
-   on every pass, and one too small for a landmark crop is never tried.
+   on every pass, and one too small for a landmark crop is never tried. While passes change nothing and at most
+   two people are tracked (a webcam user), the detector backs off to every 8th frame.
+3. **Bodies cut by the frame** (the webcam close-up: a person from the chest or waist up): a wide detection at the
+   top or bottom edge is cropped both as a whole body and as the top of a taller one, the framing the network is
+   surer of wins, and a cut body's crops then follow the landmarks it sees, not its drifting alignment points.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from .detector import Detections, PersonDetector, PreparedFrame, iou_matrix
+from .detector import Detections, PersonDetector, PreparedFrame, cover_matrix, iou_matrix
 from .landmarks import BlazePoseLandmarks, Landmarks
 from .roi import Rois, cut_boxes, extend_cut_boxes, follow_points, rois_from_boxes
 
@@ -51,6 +55,13 @@ class TrackerCfg:
     Attributes:
         detect_every: frames between detector passes while people are tracked (1 = every frame); a pass made
             early (a track was lost) restarts the count.
+        max_detect_every: while the detector's passes change nothing (no newcomer, nobody lost, missed or
+            re-framed) and at most ``backoff_people`` are tracked, the period doubles up to this; any change restores
+            ``detect_every``. A webcam user alone in the picture changes nothing, and a pass every 2nd frame was half
+            the CPU time of the other core (a close-up ran at 29-31 FPS, 41-46 with the back-off). In a crowd a
+            quiet pass is rare and the next one catches tracks that slid off their person: backing off there too
+            (vtest.avi, 6 people: 382 passes instead of 398) lost up to 5 of 58 hand-boxed people in the video
+            column, so crowds keep the fixed period.
         detect_lag: 0 runs the detector on the model's own thread, on the frame it looks at; N > 0 runs it on a
             thread of its own (the other CPU core) while the landmarks of the next frames are measured, and takes
             its people in N frames later, matched to where the tracks are then and cropped from that frame. When
@@ -84,6 +95,8 @@ class TrackerCfg:
     """
 
     detect_every: int = 2
+    max_detect_every: int = 8
+    backoff_people: int = 2
     detect_lag: int = 0
     landmark_budget: float = 0.0
     max_stale: int = 8
@@ -223,6 +236,7 @@ class LandmarkTracker:
         self._next_id = 0
         self._credit = 0.0  # landmark crops the budget still allows
         self._since_detect = 1 << 30  # frames since the detector last ran
+        self._period = self.cfg.detect_every  # frames between scheduled passes now (see TrackerCfg.max_detect_every)
         self._frame = 0  # frames since reset
         self._pending: tuple[int, Future] | None = None  # (frame it is due on, background detector pass)
         self._rejected = np.zeros((0, 4), np.float32)  # detections the landmark network turned down
@@ -255,7 +269,7 @@ class LandmarkTracker:
         # the detector runs on schedule, when nobody is tracked, and at once when a tracked person was lost (as
         # BlazePose's own pipeline does): the crop may have slipped off someone who is still there
         t_det = time.perf_counter()
-        scheduled = self._since_detect >= cfg.detect_every and len(tracks) < max_people  # room for newcomers
+        scheduled = self._since_detect >= self._period and len(tracks) < max_people  # room for newcomers
         dets, submitted = None, False
         if len(tracks) == 0:  # nobody to follow meanwhile: look now, on this frame
             self._pending = None  # (a pass still running for an earlier frame is let go)
@@ -276,6 +290,7 @@ class LandmarkTracker:
                 crops += len(reframed)
                 tracks = tracks.select(np.setdiff1d(np.arange(len(tracks)),
                                                     reframed[tracks.lm.flag[reframed] < cfg.flag_threshold]))
+        newcomers = 0
         if seeds is not None:
             seeds = self._not_rejected(seeds[seeds[:, 3] - seeds[:, 1] >= cfg.min_seed_height])
             if len(seeds):
@@ -287,6 +302,13 @@ class LandmarkTracker:
                 ids = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.int64)
                 self._next_id += len(fresh)
                 tracks = _Tracks.concat([tracks, _Tracks.new(fresh, ids, cut[ok])])
+                newcomers = len(fresh)
+        if taken is not None or dets is not None:  # a pass was taken in: did it change anything?
+            moved = (intake is not None and intake.reframed.any()) or (dets is not None and len(reframed) > 0)
+            missed = bool((tracks.misses > 0).any())
+            quiet = not (newcomers or lost or moved or missed) and len(tracks) <= cfg.backoff_people
+            self._period = min(2 * self._period, max(cfg.max_detect_every, cfg.detect_every)) if quiet \
+                else cfg.detect_every
         tracks, keep = self._merge(tracks)
         keep = keep[:max_people]
         keep = keep[(tracks.lm.visibility[keep] >= 0.5).sum(axis=1) >= cfg.min_visible]
@@ -439,7 +461,14 @@ class LandmarkTracker:
         cfg = self.cfg
         if len(tracks) == 0:
             return tracks, boxes, np.zeros(0, np.int64), np.zeros(0, np.int64)
-        ious = iou_matrix(boxes, person_boxes(tracks.lm, tracks.cut, self._hw[0]))
+        track_boxes = person_boxes(tracks.lm, tracks.cut, self._hw[0])
+        ious = iou_matrix(boxes, track_boxes)
+        cut = np.flatnonzero(tracks.cut != 0)
+        if len(cut):  # a cut body's landmarks span a small part of its detection (a close-up: from the eyes down,
+            # under hair and hat a third of the frame high): it matches a detection that covers them
+            h, w = self._hw
+            seen = np.clip(track_boxes[cut], 0.0, np.array([w, h, w, h], np.float32))
+            ious[:, cut] = np.maximum(ious[:, cut], cover_matrix(boxes, seen))
         pairs = match_boxes(ious, cfg.new_iou)
         confirmed = np.zeros(len(tracks), bool)
         confirmed[pairs[:, 1]] = True
