@@ -46,6 +46,11 @@ BODY_POINTS = np.arange(11, 29)  # shoulders .. ankles: where two people differ 
 MIN_ASPECT = 0.45  # width / height of a standing person's detector box, about (see person_boxes)
 LEG_VISIBILITY = 0.6  # a knee and its ankle this visible: the leg is in the picture, the body is not cut off
 CUT_MARGIN_WITH_LEGS = 3.0  # logits by which a cut framing must beat a whole-body one that shows a leg
+# A cut body's held crop is framed again from its detection when it differs from that framing by this zoom or by
+# this shift (in crop sides): following the landmarks, a crop's size drifts (by a fifth in a dozen frames, seen on
+# a close-up portrait), while its box overlap with the detection says nothing (the landmarks start at the eyes).
+CUT_DRIFT_ZOOM = 1.25
+CUT_DRIFT_SHIFT = 0.15
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class TrackerCfg:
         max_detect_every: while the detector's passes change nothing (no newcomer, nobody lost, missed or
             re-framed) and at most ``backoff_people`` are tracked, the period doubles up to this; any change restores
             ``detect_every``. A webcam user alone in the picture changes nothing, and a pass every 2nd frame was half
-            the CPU time of the other core (a close-up ran at 29-31 FPS, 41-46 with the back-off). In a crowd a
+            the CPU time of the other core (a close-up ran at 29-31 FPS, 36-40 with the back-off). In a crowd a
             quiet pass is rare and the next one catches tracks that slid off their person: backing off there too
             (vtest.avi, 6 people: 382 passes instead of 398) lost up to 5 of 58 hand-boxed people in the video
             column, so crowds keep the fixed period.
@@ -474,10 +479,21 @@ class LandmarkTracker:
         confirmed[pairs[:, 1]] = True
         tracks.misses = np.where(confirmed, 0, tracks.misses + 1)
         # the frame cuts a tracked body when its detection looks cut and its landmarks show no leg in the picture
+        was_cut = tracks.cut[pairs[:, 1]] != 0
         tracks.cut = tracks.cut.copy()
         tracks.cut[pairs[:, 1]] = np.where(_legs_seen(tracks.lm.select(pairs[:, 1])), 0,
                                            cut_boxes(boxes[pairs[:, 0]], self._hw))
-        loose = pairs[ious[pairs[:, 0], pairs[:, 1]] < cfg.reseed_iou]
+        loose = ious[pairs[:, 0], pairs[:, 1]] < cfg.reseed_iou
+        held = tracks.cut[pairs[:, 1]] != 0
+        if held.any():  # a cut body's crop is held on its landmarks: framed again when it drifted off this
+            # detection's framing, or when the body was just found cut (the crop was framed for a whole body)
+            want = rois_from_boxes(extend_cut_boxes(boxes[pairs[held, 0]], self._hw), cfg.box_scale)
+            have = tracks.lm.next_rois.select(pairs[held, 1])
+            ratio = have.sides / np.maximum(want.sides, 1e-6)
+            off = np.linalg.norm(have.centers - want.centers, axis=1) / np.maximum(want.sides, 1e-6)
+            drifted = (ratio < 1.0 / CUT_DRIFT_ZOOM) | (ratio > CUT_DRIFT_ZOOM) | (off > CUT_DRIFT_SHIFT)
+            loose[held] = drifted | ~was_cut[held]
+        loose = pairs[loose]
         reframed = np.zeros(len(tracks), bool)
         if len(loose):
             rows, dets = loose[:, 1], boxes[loose[:, 0]]
