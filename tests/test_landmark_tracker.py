@@ -482,3 +482,28 @@ def test_the_detector_backs_off_while_its_passes_change_nothing_and_comes_back_a
     assert fixed.passes == 10
     _, crowd = _run(TrackerCfg(detect_every=2, max_detect_every=8, landmark_budget=1), frames=20)
     assert crowd.passes == 10  # five people: quiet passes, but a crowd keeps the fixed period
+
+
+class DriftingCloseUp(CloseUp):
+    """The same close-up, but the landmarks it reports spread a little more on every crop (5 %): a held crop that
+    follows them grows by as much every frame."""
+
+    def __call__(self, rgb, rois: Rois) -> Landmarks:
+        lm = super().__call__(rgb, rois)
+        k = 1.05 ** len(self.crops)
+        lm.image[:, :, :2] = self.face + (lm.image[:, :, :2] - self.face) * k
+        return lm
+
+
+def test_a_held_crop_that_drifts_off_its_detection_is_framed_again():
+    """Following the landmarks, a cut body's crop can drift in size; at each detector pass it is framed again from
+    the detection when it is more than 1.25x off, so it stays near the detection's framing (without that check it
+    grew 1.05x a frame, 7x in 40 frames)."""
+    net = DriftingCloseUp()
+    tracker = LandmarkTracker(CloseUpDetector(), net, TrackerCfg(detect_every=2, max_detect_every=8, landmark_budget=0))
+    for _ in range(40):
+        assert len(tracker(FRAME[:, :800], 0.3, 64).landmarks) == 1
+    cut_side = net.crops[0].sides[1]
+    sides = np.array([float(r.sides.max()) for r in net.crops[1:]])
+    assert sides.max() < 1.25 * 1.05 ** 8 * cut_side, sides / cut_side  # re-framed at a pass at the latest
+    assert (np.abs(sides / cut_side - 1.0) < 1e-4).sum() >= 3  # framed again from the detection, several times
