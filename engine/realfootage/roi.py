@@ -74,7 +74,8 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray
     reads as a small crouching body, or rejects. A box that touches the bottom edge and is wider than a whole
     person's box is extended downwards to the height a whole person of that width would have, even when it touches
     the top as well (a close-up's head reaches the top of the picture; its body goes on below); one cut at the top
-    only is extended upwards. The first landmarks then frame the next crop from the body itself.
+    only is extended upwards. The tracker keeps that framing and moves it with the landmarks seen
+    (:func:`follow_points`).
     """
     out = np.array(boxes, np.float32, copy=True).reshape(-1, 4)
     if not len(out):
