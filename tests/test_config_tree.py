@@ -80,8 +80,9 @@ def test_defaults_are_the_parsers_and_every_option_has_one_home():
         assert len(stored.get(key, [])) == 1, f"--{action.dest}: stored {len(stored.get(key, []))} times in the tree"
     # derived defaults (None -> the real-footage model and its landmarks) and the plain ones straight from argparse
     assert cfg.model.name == "realfootage" and cfg.model.checkpoint is None and cfg.model.landmarks == "mixed"
+    assert cfg.runtime.threads == min(2, CORES)
     for dest in ("max_people", "smooth", "smooth_strength", "opacity", "show_mesh", "show_3d", "live_faces",
-                 "threads", "backend", "device", "mesh_format", "npz_format", "mesh_space", "max_frames", "out_dir"):
+                 "backend", "device", "mesh_format", "npz_format", "mesh_space", "max_frames", "out_dir"):
         assert stored[dest] == [parser.get_default(dest)], dest
 
 
@@ -105,6 +106,16 @@ def test_the_tree_is_frozen_and_changed_copies_one_group():
 
 
 CORES = usable_cores()
+
+
+def test_inference_threads_default_by_model_and_an_explicit_value_wins():
+    """The real-footage networks take two (sleeping) intra-op threads where two cores are usable; the InstanceHMR
+    demo keeps one, as measured for it; --threads overrides both."""
+    assert cfg_for("--input", "clip.mp4", "--headless").runtime.threads == min(2, CORES)
+    assert cfg_for("--input", "clip.mp4", "--headless", "--model", "demo").runtime.threads == 1
+    assert cfg_for("--input", "clip.mp4", "--headless", "--threads", 1).runtime.threads == 1
+
+
 CONTRADICTIONS = [
     (["--camera", "0", "--input", "a.mp4", "--headless"], "pass either --camera or --input, not both"),
     (["--input", " ", "--headless"], "--input is empty; pass an image, a folder of images, a video or a stream URL"),

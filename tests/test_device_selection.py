@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,6 +146,25 @@ def test_onnx_graph_follows_the_device_choice(monkeypatch):
     monkeypatch.setattr(device, "ort_gpu_providers", lambda: ())
     with pytest.raises(BackendError, match="onnxruntime-gpu"):
         OnnxGraph(path, (), (), device="cuda")
+
+
+def test_cpu_sessions_never_spin_and_more_threads_give_the_same_landmarks():
+    """Idle intra-op workers sleep (a spinning one takes the core the render and encode stages need), and the
+    thread count changes the speed of a landmark crop, not its numbers (the tracker is deterministic)."""
+    from app.config import REALFOOTAGE_DIR
+    from engine.runtime.graph import OnnxGraph
+
+    crops = np.random.default_rng(0).random((3, 256, 256, 3), dtype=np.float32)
+    outs = []
+    for threads in (1, 2):
+        g = OnnxGraph(REALFOOTAGE_DIR / "blazepose_lite.onnx", (), ("landmarks", "poseflag"), threads, device="cpu")
+        opts = g.session.get_session_options()
+        assert opts.intra_op_num_threads == threads
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        outs.append(g.run({g.input_names[0]: crops}))
+        g.close()
+    for k in ("landmarks", "poseflag"):
+        np.testing.assert_array_equal(outs[0][k], outs[1][k])
 
 
 def test_app_session_opens_the_model_on_the_chosen_device(tmp_path):

@@ -40,6 +40,10 @@ def create_session(path: str | Path, intra_op_threads: int = 1, inter_op_threads
         path: the .onnx file.
         intra_op_threads: threads inside one op (1 leaves the other core to capture/render/encode).
         inter_op_threads: threads across ops (1: these graphs are chains).
+
+    The intra-op workers never spin-wait between ops: in the app every core is shared with other stages, and a
+    worker spinning for the next op takes that core from them (2 spinning threads for the real-footage landmark
+    networks: 13 FPS end to end instead of 20; 2 sleeping ones: 5 % faster than 1). Results are bit-identical.
         providers: requested execution providers in order; None = every GPU provider present, then CPU.
         hint: what to do when the file is missing or broken (appended to the error).
 
@@ -61,6 +65,7 @@ def create_session(path: str | Path, intra_op_threads: int = 1, inter_op_threads
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = inter_op_threads
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # provider load failures are reported through get_providers() below
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
