@@ -71,38 +71,6 @@ def predicted_boxes(model, body, frame, query):
     return mesh_boxes(px, frame.shape[:2]), result
 
 
-def zoomed(photo: np.ndarray, im: dict, zoom: float) -> tuple[np.ndarray, dict]:
-    """The photo as a camera ``zoom`` times closer would see it (same size), and its annotation moved along.
-
-    The window is centred across on the people and starts just above the highest head, as a closer webcam frames
-    its user: the bodies are cut by the bottom edge. A person left with under a quarter of their box in the
-    picture counts as hard."""
-    import cv2
-
-    if zoom == 1.0:
-        return photo, im
-    h, w = photo.shape[:2]
-    people = np.array([p["box"] for p in im["people"]], np.float64).reshape(-1, 4)
-    cw, ch = w / zoom, h / zoom
-    x0 = float(np.clip((people[:, 0].min() + people[:, 2].max()) / 2 - cw / 2, 0, w - cw))
-    y0 = float(np.clip(people[:, 1].min() - 0.05 * ch, 0, h - ch))
-    frame = cv2.warpAffine(photo, np.array([[zoom, 0, -x0 * zoom], [0, zoom, -y0 * zoom]]), (w, h),
-                           flags=cv2.INTER_LINEAR)
-
-    def moved(b):
-        b = (np.asarray(b, np.float64) - [x0, y0, x0, y0]) * zoom
-        return b, np.clip(b, 0, [w, h, w, h])
-
-    out = []
-    for p in im["people"]:
-        full, vis = moved(p["box"])
-        area = lambda b: max(b[2] - b[0], 0) * max(b[3] - b[1], 0)  # noqa: E731
-        out.append({"box": vis.tolist(), "hard": p["hard"] or area(vis) < 0.25 * area(full)})
-    ignore = [moved(r)[1].tolist() for r in im.get("ignore", [])]
-    return frame, {**im, "people": [p for p in out if p["box"][2] > p["box"][0] and p["box"][3] > p["box"][1]],
-                   "ignore": ignore}
-
-
 def read_frames(video: Path, wanted: set[int]):
     """Yield (index, frame) for every frame up to the last wanted one."""
     import cv2
@@ -122,7 +90,7 @@ def evaluate(args) -> dict:
     import cv2
 
     from engine.frame_models import PeopleQuery
-    from engine.realfootage.evaluate import Score, load_annotations, score_image
+    from engine.realfootage.evaluate import Score, load_annotations, score_image, zoomed
 
     model, body = open_model(args)
     threshold = model.info.default_threshold if args.threshold is None else args.threshold

@@ -14,8 +14,9 @@ import pytest
 from app.config import REALFOOTAGE_DIR
 from engine.errors import ModelFileError
 from engine.realfootage.detector import STRIDES, PersonDetector, cover_matrix, iou_matrix, nms
-from engine.realfootage.evaluate import Score, load_annotations, mesh_boxes, score_image
+from engine.realfootage.evaluate import Score, load_annotations, mesh_boxes, score_image, zoomed
 from engine.realfootage.roi import (
+    SIDE_CUT_HEIGHT,
     Rois,
     crop_rois,
     cut_boxes,
@@ -161,6 +162,22 @@ def test_a_box_cut_by_the_frame_is_framed_as_the_whole_body():
     assert extend_cut_boxes(np.zeros((0, 4)), hw).shape == (0, 4)
 
 
+def test_a_box_cut_by_a_side_and_the_bottom_is_framed_from_its_height():
+    """A player half out of the picture at a side and cut at the waist by the bottom: the box is narrow because the
+    side cut it, so its width says nothing; it is a cut candidate all the same and grows to SIDE_CUT_HEIGHT x the
+    height in the picture. A narrow box at a side that the top and bottom do not cut stays a whole body."""
+    hw = (480, 640)
+    boxes = np.array([[2, 98, 99, 477],  # left edge + bottom: 97 x 379 (aspect 0.26)
+                      [441, 20, 640, 480],  # right edge + bottom: 199 x 460 (aspect 0.43 < 0.45)
+                      [0, 100, 80, 400],  # left edge only: a whole body walking in
+                      [300, 150, 360, 479]], np.float32)  # bottom only, narrow and away from the sides: whole
+    assert cut_boxes(boxes, hw).tolist() == [1, 1, 0, 0]
+    out = extend_cut_boxes(boxes, hw)
+    np.testing.assert_allclose(out[0], [2, 98, 99, 98 + SIDE_CUT_HEIGHT * 379], rtol=1e-6)
+    np.testing.assert_allclose(out[1], [441, 20, 640, 20 + SIDE_CUT_HEIGHT * 460], rtol=1e-6)
+    np.testing.assert_array_equal(out[2:], boxes[2:])
+
+
 @pytest.fixture(scope="module")
 def realfootage(one_torch_thread):
     from engine.body import create_body_model
@@ -225,6 +242,31 @@ def test_close_up_people_get_a_body_that_fits_what_the_frame_shows(realfootage):
             px, _ = project_points(meshes.vertices, res.people.cam, res.box)
             s = score_image(mesh_boxes(px, frame.shape[:2]), im["people"], im["ignore"])
             assert (s.tp, s.fp) == (1, 0), (im["source"], step, s)
+
+
+@needs_data
+def test_players_cut_by_a_side_and_the_bottom_are_found(realfootage):
+    """The two basketball photos as a camera 1.3x closer sees them: each player is cut by a side edge and by the
+    bottom (at the hips or the thighs). Framed as whole bodies, neither was found (0 of 4); framed as the top of a
+    taller body, both are, cold and over a few tracked frames, with no other body."""
+    from app.render.projection import project_points
+    from engine.frame_models import PeopleQuery
+    from engine.postprocess import people_to_meshes
+
+    model, body = realfootage
+    query = PeopleQuery(threshold=model.info.default_threshold)
+    for im in load_annotations(BOXES):
+        if not im["source"].startswith("basketball"):
+            continue
+        frame, seen = zoomed(cv2.imread(str(DATA / im["source"])), im, 1.3)
+        assert len(seen["people"]) == 2 and not any(p["hard"] for p in seen["people"])
+        model.reset()
+        for step in range(4):
+            res = model(frame, query)
+            meshes = people_to_meshes(res.people, body, res.box)
+            px, _ = project_points(meshes.vertices, res.people.cam, res.box)
+            s = score_image(mesh_boxes(px, frame.shape[:2]), seen["people"], seen["ignore"])
+            assert (s.tp, s.fp) == (2, 0), (im["source"], step, s)
 
 
 @needs_data

@@ -20,7 +20,8 @@ __all__ = ["Rois", "crop_rois", "cut_boxes", "extend_cut_boxes", "follow_points"
 # Width / height of the box of a whole, upright person, about (arms at the sides or swinging). A box cut by the top
 # or bottom of the frame that is wider than this holds only part of a body: the rest is outside the picture.
 WHOLE_BODY_ASPECT = 0.45
-EDGE_PX = 0.02  # a box side within this fraction of the frame height of its top / bottom edge touches it
+EDGE_PX = 0.02  # a box side within this fraction of the frame's height (width) of its top / bottom (side) edge
+SIDE_CUT_HEIGHT = 1.8  # a box cut by a side edge as well: the whole body, in heights of the part in the picture
 
 
 @dataclass
@@ -74,13 +75,17 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray
     reads as a small crouching body, or rejects. A box that touches the bottom edge and is wider than a whole
     person's box is extended downwards to the height a whole person of that width would have, even when it touches
     the top as well (a close-up's head reaches the top of the picture; its body goes on below); one cut at the top
-    only is extended upwards. The tracker keeps that framing and moves it with the landmarks seen
-    (:func:`follow_points`).
+    only is extended upwards. A narrower box that the frame also cuts at a side has lost width (a player half out
+    of the picture, turned sideways): it is extended to ``SIDE_CUT_HEIGHT`` x the height in the picture, a body
+    seen from the head down to the hips or the thighs. The tracker keeps that framing and moves it with the
+    landmarks seen (:func:`follow_points`).
     """
     out = np.array(boxes, np.float32, copy=True).reshape(-1, 4)
     if not len(out):
         return out
-    whole = np.maximum(out[:, 3] - out[:, 1], (out[:, 2] - out[:, 0]) / WHOLE_BODY_ASPECT)
+    seen = out[:, 3] - out[:, 1]
+    whole = np.maximum(seen, (out[:, 2] - out[:, 0]) / WHOLE_BODY_ASPECT)
+    whole = np.where(side_cut_only(out, frame_hw), np.maximum(whole, SIDE_CUT_HEIGHT * seen), whole)
     cut = cut_boxes(out, frame_hw)
     down, up = cut > 0, cut < 0
     out[down, 3] = out[down, 1] + whole[down]
@@ -89,14 +94,28 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray
 
 
 def cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
-    """[N] int8: where a detector box holds only part of a body (it touches the frame's top or bottom edge and is
-    wider than a whole person's box, see :func:`extend_cut_boxes`), the side the body goes on: 1 below the frame,
-    -1 above it; 0 for a whole body."""
+    """[N] int8: where a detector box may hold only part of a body (it touches the frame's top or bottom edge and is
+    wider than a whole person's box, or touches a side edge too, where its width says nothing; see
+    :func:`extend_cut_boxes`), the side the body would go on: 1 below the frame, -1 above it; 0 for a whole body."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
-    height = float(frame_hw[0])
+    height, width = float(frame_hw[0]), float(frame_hw[1])
     wide = b[:, 2] - b[:, 0] > WHOLE_BODY_ASPECT * (b[:, 3] - b[:, 1])
+    wide |= _side_cut(b, width)
     bottom, top = b[:, 3] >= (1.0 - EDGE_PX) * height, b[:, 1] <= EDGE_PX * height
     return np.where(wide & bottom, 1, np.where(wide & top, -1, 0)).astype(np.int8)
+
+
+def _side_cut(b: np.ndarray, width: float) -> np.ndarray:
+    return (b[:, 0] <= EDGE_PX * width) | (b[:, 2] >= (1.0 - EDGE_PX) * width)
+
+
+def side_cut_only(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """[N] bool: the cut candidates of :func:`cut_boxes` whose only sign of a cut is a side edge (their boxes are
+    no wider than a whole person's). That is weak evidence: a whole person walking in at a bottom corner has such
+    a box too."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    narrow = b[:, 2] - b[:, 0] <= WHOLE_BODY_ASPECT * (b[:, 3] - b[:, 1])
+    return (cut_boxes(b, frame_hw) != 0) & narrow
 
 
 def follow_points(rois: Rois, before: np.ndarray, after: np.ndarray, seen: np.ndarray, min_points: int = 4,
