@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from engine.body import create_body_model
 from engine.bodyfit import BodyFitter, landmarks_from_body
