@@ -107,6 +107,7 @@ def main() -> int:
     p.add_argument("--checkpoint", help="InstanceHMR weights (default: the real-footage model)")
     p.add_argument("--no-record", action="store_true", help="do not record while measuring")
     p.add_argument("--no-3d", action="store_true", help="without the 3D view")
+    p.add_argument("--threads", type=int, help="the app's --threads (default: the app's own default)")
     args = p.parse_args()
     if not Path(args.input).exists():
         sys.exit(f"{args.input} not found (apt-get install opencv-doc, or pass --input)")
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     argv = ["--input", args.input, "--skeleton", "--centers"]
     argv += ["--checkpoint", args.checkpoint] if args.checkpoint else []
     argv += ["--no-3d"] if args.no_3d else []
+    argv += ["--threads", str(args.threads)] if args.threads else []
     out = Path(tempfile.mkdtemp(prefix="ui-bench-"))
     cfg = build_cfg(build_parser().parse_args(argv))
     app, session, win = open_window(cfg, out_dir=out)
