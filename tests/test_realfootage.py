@@ -187,14 +187,23 @@ def realfootage(one_torch_thread):
     return open_realfootage(REALFOOTAGE_DIR, body), body
 
 
-@needs_data
-def test_finds_the_people_of_hand_boxed_real_frames(realfootage):
-    """Cold start on annotated vtest frames and photos: recall and precision of the rendered bodies >= 0.8,
-    no body far larger than the people around it."""
+def drawn_score(model, body, frame: np.ndarray, im: dict):
+    """Run the model on one frame and score the bodies it draws (the boxes of the projected meshes) against the
+    image's hand-boxed people."""
     from app.render.projection import project_points
     from engine.frame_models import PeopleQuery
     from engine.postprocess import people_to_meshes
 
+    res = model(frame, PeopleQuery(threshold=model.info.default_threshold))
+    meshes = people_to_meshes(res.people, body, res.box)
+    px, _ = project_points(meshes.vertices, res.people.cam, res.box)
+    return score_image(mesh_boxes(px, frame.shape[:2]), im["people"], im.get("ignore", []))
+
+
+@needs_data
+def test_finds_the_people_of_hand_boxed_real_frames(realfootage):
+    """Cold start on annotated vtest frames and photos: recall and precision of the rendered bodies >= 0.8,
+    no body far larger than the people around it."""
     model, body = realfootage
     images = load_annotations(BOXES)
     wanted = {im["frame"]: im for im in images if "frame" in im and im["frame"] in (100, 260, 580, 760)}
@@ -208,13 +217,9 @@ def test_finds_the_people_of_hand_boxed_real_frames(realfootage):
     cap.release()
     todo += [(cv2.imread(str(DATA / im["source"])), im) for im in photos]
     score = Score()
-    query = PeopleQuery(threshold=model.info.default_threshold)
     for frame, im in todo:
         model.reset()
-        res = model(frame, query)
-        meshes = people_to_meshes(res.people, body, res.box)
-        px, _ = project_points(meshes.vertices, res.people.cam, res.box)
-        score.add(score_image(mesh_boxes(px, frame.shape[:2]), im["people"], im.get("ignore", [])))
+        score.add(drawn_score(model, body, frame, im))
     summary = score.summary()
     assert summary["recall"] >= 0.8, summary
     assert summary["precision"] >= 0.8, summary
@@ -227,20 +232,12 @@ def test_close_up_people_get_a_body_that_fits_what_the_frame_shows(realfootage):
     public-domain photos, hand-boxed). Cold and with tracking over a few frames, each gets one body whose visible
     part overlaps the person's box with IoU >= 0.5 (the build before framed the cut box as a whole body: one of
     the three found, the others drawn as a small crouching figure over the face), and no second body."""
-    from app.render.projection import project_points
-    from engine.frame_models import PeopleQuery
-    from engine.postprocess import people_to_meshes
-
     model, body = realfootage
-    query = PeopleQuery(threshold=model.info.default_threshold)
     for im in load_annotations(CLOSEUPS):
         frame = cv2.imread(im["path"])
         model.reset()
         for step in range(4):  # a still camera: the first frame is cold, the next ones follow the tracked person
-            res = model(frame, query)
-            meshes = people_to_meshes(res.people, body, res.box)
-            px, _ = project_points(meshes.vertices, res.people.cam, res.box)
-            s = score_image(mesh_boxes(px, frame.shape[:2]), im["people"], im["ignore"])
+            s = drawn_score(model, body, frame, im)
             assert (s.tp, s.fp) == (1, 0), (im["source"], step, s)
 
 
@@ -249,12 +246,7 @@ def test_players_cut_by_a_side_and_the_bottom_are_found(realfootage):
     """The two basketball photos as a camera 1.3x closer sees them: each player is cut by a side edge and by the
     bottom (at the hips or the thighs). Framed as whole bodies, neither was found (0 of 4); framed as the top of a
     taller body, both are, cold and over a few tracked frames, with no other body."""
-    from app.render.projection import project_points
-    from engine.frame_models import PeopleQuery
-    from engine.postprocess import people_to_meshes
-
     model, body = realfootage
-    query = PeopleQuery(threshold=model.info.default_threshold)
     for im in load_annotations(BOXES):
         if not im["source"].startswith("basketball"):
             continue
@@ -262,10 +254,7 @@ def test_players_cut_by_a_side_and_the_bottom_are_found(realfootage):
         assert len(seen["people"]) == 2 and not any(p["hard"] for p in seen["people"])
         model.reset()
         for step in range(4):
-            res = model(frame, query)
-            meshes = people_to_meshes(res.people, body, res.box)
-            px, _ = project_points(meshes.vertices, res.people.cam, res.box)
-            s = score_image(mesh_boxes(px, frame.shape[:2]), seen["people"], seen["ignore"])
+            s = drawn_score(model, body, frame, seen)
             assert (s.tp, s.fp) == (2, 0), (im["source"], step, s)
 
 

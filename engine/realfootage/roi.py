@@ -99,10 +99,9 @@ def cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
     :func:`extend_cut_boxes`), the side the body would go on: 1 below the frame, -1 above it; 0 for a whole body."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     height, width = float(frame_hw[0]), float(frame_hw[1])
-    wide = b[:, 2] - b[:, 0] > WHOLE_BODY_ASPECT * (b[:, 3] - b[:, 1])
-    wide |= _side_cut(b, width)
+    partial = (b[:, 2] - b[:, 0] > WHOLE_BODY_ASPECT * (b[:, 3] - b[:, 1])) | _side_cut(b, width)
     bottom, top = b[:, 3] >= (1.0 - EDGE_PX) * height, b[:, 1] <= EDGE_PX * height
-    return np.where(wide & bottom, 1, np.where(wide & top, -1, 0)).astype(np.int8)
+    return np.where(partial & bottom, 1, np.where(partial & top, -1, 0)).astype(np.int8)
 
 
 def _side_cut(b: np.ndarray, width: float) -> np.ndarray:

@@ -36,17 +36,17 @@ def create_session(path: str | Path, intra_op_threads: int = 1, inter_op_threads
                    providers: Sequence[str] | None = None, hint: str = "") -> tuple[Any, tuple[str, ...], str]:
     """Open an ONNX Runtime session with the fastest available providers.
 
-    Args:
-        path: the .onnx file.
-        intra_op_threads: threads inside one op (1 leaves the other core to capture/render/encode).
-        inter_op_threads: threads across ops (1: these graphs are chains).
-
     The intra-op workers never spin-wait between ops: in the app every core is shared with other stages, and a
     worker spinning for the next op takes that core from them. End to end on 2 cores: the real-footage networks on
     2 spinning threads ran at 13 FPS, on 2 sleeping ones 11 % faster than on 1 (~22 FPS); the InstanceHMR demo with
     ``--threads 2`` ran 22-28 FPS spinning, 28-30 sleeping. A network timed alone on an idle machine is the
     exception (MobileNetV3 @256, 2 threads: 17 ms spinning, 26 ms sleeping); the app is never that. Results are
     bit-identical either way.
+
+    Args:
+        path: the .onnx file.
+        intra_op_threads: threads inside one op (1 leaves the other core to capture/render/encode).
+        inter_op_threads: threads across ops (1: these graphs are chains).
         providers: requested execution providers in order; None = every GPU provider present, then CPU.
         hint: what to do when the file is missing or broken (appended to the error).
 
