@@ -85,8 +85,8 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray
         return out
     seen = out[:, 3] - out[:, 1]
     whole = np.maximum(seen, (out[:, 2] - out[:, 0]) / WHOLE_BODY_ASPECT)
-    whole = np.where(side_cut_only(out, frame_hw), np.maximum(whole, SIDE_CUT_HEIGHT * seen), whole)
     cut = cut_boxes(out, frame_hw)
+    whole = np.where((cut != 0) & _narrow(out), np.maximum(whole, SIDE_CUT_HEIGHT * seen), whole)
     down, up = cut > 0, cut < 0
     out[down, 3] = out[down, 1] + whole[down]
     out[up, 1] = out[up, 3] - whole[up]
@@ -99,7 +99,7 @@ def cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
     :func:`extend_cut_boxes`), the side the body would go on: 1 below the frame, -1 above it; 0 for a whole body."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     height, width = float(frame_hw[0]), float(frame_hw[1])
-    partial = (b[:, 2] - b[:, 0] > WHOLE_BODY_ASPECT * (b[:, 3] - b[:, 1])) | _side_cut(b, width)
+    partial = ~_narrow(b) | _side_cut(b, width)
     bottom, top = b[:, 3] >= (1.0 - EDGE_PX) * height, b[:, 1] <= EDGE_PX * height
     return np.where(partial & bottom, 1, np.where(partial & top, -1, 0)).astype(np.int8)
 
@@ -113,8 +113,11 @@ def side_cut_only(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
     no wider than a whole person's). That is weak evidence: a whole person walking in at a bottom corner has such
     a box too."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
-    narrow = b[:, 2] - b[:, 0] <= WHOLE_BODY_ASPECT * (b[:, 3] - b[:, 1])
-    return (cut_boxes(b, frame_hw) != 0) & narrow
+    return (cut_boxes(b, frame_hw) != 0) & _narrow(b)
+
+
+def _narrow(b: np.ndarray) -> np.ndarray:
+    return b[:, 2] - b[:, 0] <= WHOLE_BODY_ASPECT * (b[:, 3] - b[:, 1])
 
 
 def follow_points(rois: Rois, before: np.ndarray, after: np.ndarray, seen: np.ndarray, min_points: int = 4,
