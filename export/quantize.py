@@ -137,9 +137,12 @@ def prepare_float(src: str | Path, dst: str | Path) -> Path:
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    dst = Path(dst)
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     try:
-        quant_pre_process(str(src), str(dst))
+        # on failure ORT's symbolic shape inference dumps "sym_shape_infer_temp.onnx" into the working directory;
+        # run it from a scratch directory so the user's folder stays clean
+        with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+            quant_pre_process(str(src), str(dst))
     except Exception as e:  # symbolic shape inference raises assorted errors on graphs it does not support
         log.info("symbolic shape inference failed on %s (%s); using ONNX shape inference only", src, e)
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)

@@ -15,7 +15,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.quantize import ACCEPT, QuantConfig, _pad_stack, app_crops, head_convs, quantize_model, tail_nodes
+from export.quantize import (
+    ACCEPT,
+    QuantConfig,
+    _pad_stack,
+    app_crops,
+    head_convs,
+    prepare_float,
+    quantize_model,
+    tail_nodes,
+)
 from tests.conftest import needs_vtest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +63,23 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
     opts.intra_op_num_threads = 1
     s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def test_pre_processing_leaves_nothing_in_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """A graph symbolic shape inference cannot finish (an op of an unknown domain) takes the fallback path, which in
+    ORT also dumps a scratch model into the current folder; the user's folder must stay as it was."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Foo", ["r"], ["y"], domain="ai.test")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.test", 1)])
+    (models := tmp_path / "models").mkdir()
+    onnx.save(model, str(models / "src.onnx"))
+    (cwd := tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(cwd)
+    out = prepare_float(models / "src.onnx", models / "out.onnx")
+    assert out.is_file() and [n.op_type for n in onnx.load(str(out)).graph.node] == ["Relu", "Foo"]
+    assert list(cwd.iterdir()) == []
 
 
 def test_quantizes_a_tiny_conv_net(tmp_path: Path) -> None:
