@@ -143,3 +143,32 @@ def test_ui_package_never_imports_torch():
     p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "QT_QPA_PLATFORM": "offscreen"})
     assert p.returncode == 0, p.stderr[-1500:]
+
+
+def test_session_freezes_start_up_objects_and_a_new_session_frees_the_old(tmp_path):
+    """The collector's passes hold the GIL every stage needs, so start-up objects are frozen once the session is
+    built; building the next one (the window opening another input) unfreezes first, so what the previous session
+    left in reference cycles is collected, not kept for good."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    video = write_synthetic_video(tmp_path / "clip.mp4", frames=5)
+    cfg = build_cfg(build_parser().parse_args(["--input", str(video), "--headless"]))
+    cycle = Node()
+    cycle.self = cycle
+    alive = weakref.ref(cycle)
+    first = build_session(cfg, render=False)
+    try:
+        assert gc.get_freeze_count() > 0
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen with the start-up objects: the collector leaves it
+        second = build_session(cfg, render=False)
+        second.source.release()
+        assert alive() is None
+    finally:
+        first.source.release()
+        gc.unfreeze()
