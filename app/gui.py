@@ -8,7 +8,6 @@ recording and npz, and the exit code is 128 + the signal number.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -46,10 +45,6 @@ def open_window(cfg: AppCfg, out_dir: Path | None = None):
     session = build_session(cfg, render=True, on_output=on_output, on_end=on_end)
     win = MainWindow(session, bridge, AppServices(cfg), show_3d=cfg.render.show_3d,
                      out_dir=cfg.outputs.out_dir if out_dir is None else out_dir)
-    # Start-up objects (torch, Qt, the model) never die; freezing them keeps later full GC passes, which stop every
-    # thread including this one, short (an unfrozen gen-2 pass took ~200 ms here).
-    gc.collect()
-    gc.freeze()
     return app, session, win
 
 

@@ -262,10 +262,10 @@ def build_session(cfg: AppCfg, render: bool, on_output=None, on_end=None) -> Ses
     if out.record is not None:
         record = RecordRequest(out.record, source.fps, block=every_frame, timed=source.live)
     pipe = Pipeline(source, model, body, settings, pcfg, sinks, record, on_output=on_output, on_end=on_end)
-    # Start-up objects (torch, the models, their sessions) never die: freezing them keeps the collector's passes,
-    # which hold the GIL that every stage thread needs, to what the frames allocate (headless, README main
-    # command: generation-1 passes 101 -> 67 ms per 400 frames). Unfrozen first: a window that opens another input
-    # lets the previous session's objects be collected.
+    # Start-up objects (torch, Qt, the models, their sessions) never die: freezing them keeps the collector's passes,
+    # which hold the GIL that every stage thread needs, to what the frames allocate (an unfrozen full pass took
+    # ~200 ms in the window; headless, README main command: generation-1 passes 101 -> 67 ms per 400 frames).
+    # Unfrozen first: a window that opens another input lets the previous session's objects be collected.
     gc.unfreeze()
     gc.collect()
     gc.freeze()
