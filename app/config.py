@@ -29,7 +29,8 @@ DEFAULT_LANDMARKS = "mixed"
 DEFAULT_DETECT_EVERY = 2  # on its own thread (DEFAULT_DETECT_LAG): recall 0.81 on hand-boxed video; every 4th: 0.79
 DEFAULT_LANDMARK_BUDGET = 2.0  # landmark crops per frame on average: what keeps 5+ people live on 2 CPU cores
 DEFAULT_DETECT_LAG = 2  # frames a background detector pass has (it runs beside the landmark crops, on the other core)
-TRACKER_OPTIONS = "--landmarks, --detect-every, --detect-lag and --landmark-budget"
+DEFAULT_DETECT_SIZE = 512  # the detector's longest input side for frames over 768 px (see engine.realfootage.detector)
+TRACKER_OPTIONS = "--landmarks, --detect-every, --detect-lag, --detect-size and --landmark-budget"
 DEMO_DIR = ROOT / "assets" / "demo"
 # OpenCV reads an index >= 100 as backend*100 + camera (200 = camera 0 through V4L2), so a few thousand is the most
 # that can mean anything; past 2**31 cv2 fails with an overload traceback
@@ -57,7 +58,8 @@ class ModelChoiceCfg:
 
     name: "realfootage", "demo" or "instancehmr" (a ``--checkpoint`` file, whose system is told when it is opened).
     checkpoint: that file (the bundled one for "demo"; None for "realfootage"). landmarks, detect_every,
-    landmark_budget, detect_lag: the real-footage tracker's options (3DCrowdNet/JOTR checkpoints use the same tracker).
+    landmark_budget, detect_lag, detect_size: the real-footage tracker's options (3DCrowdNet/JOTR checkpoints use the
+    same tracker).
     threshold (None: the model's own tuned value) and max_people are only the starting values of the live
     :class:`~app.types.LiveSettings`, which the window changes while running.
     """
@@ -68,6 +70,7 @@ class ModelChoiceCfg:
     detect_every: int
     landmark_budget: float
     detect_lag: int
+    detect_size: int
     body_model: str
     smpl_dir: Path | None
     threshold: float | None
@@ -156,8 +159,8 @@ class AppCfg:
 
 def tracker_options_given(mc: ModelChoiceCfg) -> bool:
     """Whether any landmark-tracker option differs from its default (they mean nothing to InstanceHMR)."""
-    return (mc.landmarks, mc.detect_every, mc.landmark_budget, mc.detect_lag) != (
-        DEFAULT_LANDMARKS, DEFAULT_DETECT_EVERY, DEFAULT_LANDMARK_BUDGET, DEFAULT_DETECT_LAG)
+    return (mc.landmarks, mc.detect_every, mc.landmark_budget, mc.detect_lag, mc.detect_size) != (
+        DEFAULT_LANDMARKS, DEFAULT_DETECT_EVERY, DEFAULT_LANDMARK_BUDGET, DEFAULT_DETECT_LAG, DEFAULT_DETECT_SIZE)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -200,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"realfootage: run the person detector on a thread of its own (the other CPU core) and take "
                         f"its people in N frames later (default {DEFAULT_DETECT_LAG}; 0 = on the model thread, on the "
                         f"frame it looks at)")
+    m.add_argument("--detect-size", type=int, default=None, metavar="N",
+                   help=f"realfootage: the person detector's longest input side for frames larger than 768 px, which "
+                        f"get a larger input so that small people stay findable (default {DEFAULT_DETECT_SIZE}; 416 = "
+                        f"every frame at the trained size, fastest on HD; 640 finds a few more small people; a "
+                        f"multiple of 32)")
     m.add_argument("--body-model", choices=("anny", "smpl"), default="anny",
                    help="mesh model: anny (free, bundled) or smpl (needs --smpl-dir)")
     m.add_argument("--smpl-dir", type=Path, help="folder or file with SMPL_NEUTRAL.pkl/.npz (for --body-model smpl)")
@@ -307,12 +315,13 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
     model = "instancehmr" if args.checkpoint is not None else (args.model or "realfootage")
     checkpoint = DEMO_CHECKPOINT if model == "demo" else args.checkpoint
     if model == "demo" and any(getattr(args, k) is not None for k in
-                               ("landmarks", "detect_every", "landmark_budget", "detect_lag")):
+                               ("landmarks", "detect_every", "landmark_budget", "detect_lag", "detect_size")):
         raise ConfigError(f"{TRACKER_OPTIONS} apply to the realfootage model and to 3DCrowdNet/JOTR checkpoints (their "
                           "2D poses come from the same tracker), not to the demo model")
     detect_every = DEFAULT_DETECT_EVERY if args.detect_every is None else args.detect_every
     budget = DEFAULT_LANDMARK_BUDGET if args.landmark_budget is None else args.landmark_budget
     lag = DEFAULT_DETECT_LAG if args.detect_lag is None else args.detect_lag
+    detect_size = DEFAULT_DETECT_SIZE if args.detect_size is None else args.detect_size
     if model == "realfootage" and args.backend not in ("auto", "onnxruntime"):
         raise ConfigError(f"the realfootage model runs on ONNX Runtime (CPU, or CUDA with onnxruntime-gpu), not "
                           f"{args.backend}; use --backend auto, or --checkpoint for an InstanceHMR model")
@@ -323,6 +332,8 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
               (1 <= detect_every <= 1000, f"--detect-every must be in 1..1000, got {detect_every}"),
               (0 <= budget <= 64, f"--landmark-budget must be in 0..64 (0 = every person), got {budget:g}"),
               (0 <= lag <= 100, f"--detect-lag must be in 0..100 (0 = no detector thread), got {lag}"),
+              (416 <= detect_size <= 1536 and detect_size % 32 == 0,
+               f"--detect-size must be a multiple of 32 in 416..1536, got {detect_size}"),
               (0.0 <= args.opacity <= 1.0, f"--opacity must be in [0, 1], got {args.opacity}"),
               (args.smooth_strength > 0, f"--smooth-strength must be > 0, got {args.smooth_strength}"),
               (1 <= args.max_people <= 64, f"--max-people must be in 1..64, got {args.max_people}"),
@@ -359,6 +370,7 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
         capture=CaptureCfg(camera=args.camera, input=args.input, max_frames=args.max_frames),
         model=ModelChoiceCfg(name=model, checkpoint=checkpoint, landmarks=args.landmarks or DEFAULT_LANDMARKS,
                              detect_every=detect_every, landmark_budget=budget, detect_lag=lag,
+                             detect_size=detect_size,
                              body_model=args.body_model,
                              smpl_dir=args.smpl_dir,
                              threshold=args.threshold, max_people=args.max_people),

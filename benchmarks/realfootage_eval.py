@@ -51,7 +51,7 @@ def open_model(args):
                                  landmark_budget=DEFAULT_LANDMARK_BUDGET if args.landmark_budget is None
                                  else args.landmark_budget,
                                  detect_lag=DEFAULT_DETECT_LAG if args.detect_lag is None else args.detect_lag,
-                                 int8_detector=not args.fp32_detector)
+                                 int8_detector=not args.fp32_detector, detect_size=args.detect_size)
     else:
         ckpt = args.checkpoint or DEMO_CHECKPOINT
         model = open_instancehmr(ckpt, "onnxruntime", threads=args.threads, synthetic_demo=args.checkpoint is None)
@@ -201,6 +201,8 @@ def main() -> int:
                          "0.02 and the lag alone by up to 0.05)")
     ap.add_argument("--threshold", type=float, default=None)
     ap.add_argument("--fp32-detector", action="store_true", help="the FP32 detector even where the app runs INT8")
+    ap.add_argument("--detect-size", type=int, default=None,
+                    help="the detector's longest input side for frames over 768 px (default: the app's)")
     ap.add_argument("--zoom", type=float, nargs="+", default=[1.0],
                     help="cold mode: also score every photo as a camera this many times closer would see it (the "
                          "webcam case: bodies cut by the frame), e.g. --zoom 1 1.3 1.7")

@@ -88,11 +88,59 @@ def test_bundled_detector_takes_the_frames_aspect():
     det = _detector()
     assert not det.fixed
     assert det.input_hw(576, 768) == (320, 416)  # 4:3
-    assert det.input_hw(720, 1280) == (256, 416)  # 16:9
-    assert det.input_hw(1280, 720) == (416, 256)  # portrait
+    assert det.input_hw(480, 640) == (320, 416)  # a webcam
     assert det.input_hw(100, 100) == (416, 416)
+    x, k = det.preprocess(np.zeros((480, 640, 3), np.uint8))
+    assert x.shape == (1, 3, 320, 416) and k == pytest.approx(416 / 640)
+
+
+def test_a_large_frame_gets_a_larger_input_up_to_the_cap():
+    """Above the tuned clip's 768 px the frame keeps that clip's scale (416 / 768) up to a 512 input by default."""
+    det = _detector()
+    assert det.input_hw(600, 800) == (352, 448)  # 800 x 416/768 = 433 -> 448
+    assert det.input_hw(720, 1280) == (288, 512)  # 16:9 HD, capped
+    assert det.input_hw(1280, 720) == (512, 288)  # portrait
+    assert det.input_hw(2160, 3840) == (288, 512)
     x, k = det.preprocess(np.zeros((720, 1280, 3), np.uint8))
-    assert x.shape == (1, 3, 256, 416) and k == pytest.approx(416 / 1280)
+    assert x.shape == (1, 3, 288, 512) and k == pytest.approx(512 / 1280)
+    fixed = PersonDetector(det.graph, max_size=416)  # the cap at the trained size: every frame at 416
+    assert fixed.input_hw(720, 1280) == (256, 416)
+    larger = PersonDetector(det.graph, max_size=640)
+    assert larger.input_hw(720, 1280) == (384, 640) and larger.input_hw(600, 800) == (352, 448)
+
+
+@needs_data
+def test_people_in_a_wide_view_are_found_at_the_larger_input():
+    """A 2x2 mosaic of two hand-boxed vtest.avi frames (1536x1152: the same people at the same pixel size in a view
+    four times larger, as an HD street camera sees them). Scaled to 416 the people shrink below what the network
+    finds; at the larger input most of them are found again."""
+    import json
+
+    ann = json.loads((Path(__file__).parent / "data" / "realfootage_boxes.json").read_text())["images"]
+    wanted = {100: None, 180: None}
+    cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
+    for i in range(181):
+        ok, frame = cap.read()
+        assert ok
+        if i in wanted:
+            wanted[i] = frame
+    cap.release()
+    people = {im["frame"]: [p["box"] for p in im["people"] if not p["hard"]] for im in ann if im.get("frame") in wanted}
+    a, b = wanted[100], wanted[180]
+    mosaic = np.vstack([np.hstack([a, b]), np.hstack([b, a])])
+    truth = []
+    for (ox, oy), f in zip([(0, 0), (768, 0), (0, 576), (768, 576)], [100, 180, 180, 100], strict=True):
+        truth += [[x1 + ox, y1 + oy, x2 + ox, y2 + oy] for x1, y1, x2, y2 in people[f]]
+    truth = np.array(truth, np.float32)
+
+    def recall(det: PersonDetector) -> float:
+        found = det(mosaic, 0.35)
+        return len(match_boxes(iou_matrix(truth, found.boxes), 0.5)) / len(truth) if len(found) else 0.0
+
+    det = _detector()
+    assert det.input_hw(*mosaic.shape[:2]) == (384, 512)
+    small, large = recall(PersonDetector(det.graph, max_size=416)), recall(det)
+    assert large >= 0.8 and large >= small + 0.1, (small, large)
 
 
 @needs_data
