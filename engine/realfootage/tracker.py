@@ -476,6 +476,8 @@ class LandmarkTracker:
         if len(tracks) == 0:
             return tracks, boxes, np.zeros(0, np.int64), np.zeros(0, np.int64)
         track_boxes = person_boxes(tracks.lm, tracks.cut, self._hw[0])
+        if age > 0:  # where the tracks were on the detector's frame: a walker moved on since
+            track_boxes = track_boxes - np.tile(np.nan_to_num(tracks.vel), 2) * age
         ious = iou_matrix(boxes, track_boxes)
         cut = np.flatnonzero(tracks.cut != 0)
         if len(cut):  # a cut body's landmarks span a small part of its detection (a close-up: from the eyes down,
