@@ -105,8 +105,9 @@ class FakeLandmarks:
 
 
 def _run(cfg: TrackerCfg, frames: int, people: int = 5, hidden: set[int] | None = None,
-         appear: dict[int, int] | None = None, jumps: dict[int, tuple[int, float]] | None = None):
-    scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(people)])
+         appear: dict[int, int] | None = None, jumps: dict[int, tuple[int, float]] | None = None,
+         speed: float = 3.0):
+    scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(people)], speed)
     scene.hidden = hidden or set()
     scene.jumps = jumps or {}
     for i, f in (appear or {}).items():
@@ -522,3 +523,18 @@ def test_a_reframing_detection_where_the_track_was_keeps_its_velocity():
             errors.append(np.abs(hips[:, 0] - x[k]).min())
     assert len(errors) > 20
     assert max(errors) < 0.5, max(errors)  # the scripted walkers move 3 px a frame
+
+
+def test_a_lagged_pass_is_matched_with_where_the_walkers_were_on_its_frame():
+    """Walkers at 6 px a frame (boxes 44 px wide) and a pass taken in 3 frames after its frame: against where the
+    tracks are now, every detection overlaps its walker by IoU ~0.4, below reseed_iou, and each pass re-framed
+    everyone (4 crops more); against where they were on the pass's frame, nobody needs re-framing."""
+    cfg = TrackerCfg(max_detect_every=0, detect_every=2, landmark_budget=1, detect_lag=3)
+    out, det = _run(cfg, frames=24, speed=6.0)
+    assert det.passes >= 6
+    crops = [c for _, c, _ in out[1:]]
+    assert set(crops) == {1}, crops  # the budget's one crop a frame, never a re-framing
+    for res, _, hips in out[8:]:
+        assert len(res.landmarks) == 5
+        x = np.sort(res.landmarks.image[:, 23:25, 0].mean(axis=1))
+        np.testing.assert_allclose(x, np.sort(hips[:, 0]), atol=0.5)  # carried forward at their speed
