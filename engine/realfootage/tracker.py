@@ -70,8 +70,9 @@ class TrackerCfg:
             column, so crowds keep the fixed period.
         detect_lag: 0 runs the detector on the model's own thread, on the frame it looks at; N > 0 runs it on a
             thread of its own (the other CPU core) while the landmarks of the next frames are measured, and takes
-            its people in N frames later, matched to where the tracks are then and cropped from that frame. When
-            nobody is tracked it always runs at once.
+            its people in N frames later: matched to where the tracks were on the pass's frame (moved back by
+            their velocity N frames) and cropped from the current frame. When nobody is tracked it always runs at
+            once.
         landmark_budget: landmark crops of tracked people per frame, on average (0 = everyone on every frame); a
             fraction alternates (1.5: one crop, then two). The stalest people are measured. New people's first
             crops come on top: making later frames pay for them was measured to cost precision (on vtest.avi,
