@@ -1041,7 +1041,16 @@ def forward_kinematics(local: np.ndarray, rest_joints: np.ndarray,
 
 
 def fit_camera(joints3d: np.ndarray, points2d: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted least squares of the app's weak perspective ``points2d = s * joints3d[..., :2] + (tx, ty)``.
+    """The app's weak perspective ``points2d = s * joints3d[..., :2] + (tx, ty)`` fitted to observed points.
+
+    The scale matches the spreads of the two point sets (weighted RMS distance from their centroids) and the
+    translation their centroids. Why not least squares: its scale is the spread ratio times the correlation of the
+    two shapes, so any difference between the fitted pose and the picture shrinks the body, most where the fit is
+    hardest (people seated or crowded in a group photo were drawn as small figures over their faces: on six group
+    photos, 42 people at two zooms, recall 0.64 -> 0.74 and precision 0.78 -> 0.89 with the spreads; the
+    hand-boxed street frames and photos, close-ups and video unchanged). For points that match exactly both
+    are the same. Shapes that do not correlate at all (a mirrored fit) keep least squares' scale, which is then
+    not positive: such a person is not placeable.
 
     Args:
         joints3d: [N, K, 3] root-aligned joints (camera axes, see :func:`engine.postprocess.project`).
@@ -1061,9 +1070,10 @@ def fit_camera(joints3d: np.ndarray, points2d: np.ndarray, weights: np.ndarray) 
     xm = np.sum(w[..., None] * x, 1) / safe
     um = np.sum(w[..., None] * u, 1) / safe
     dx, du = x - xm[:, None], u - um[:, None]
-    den = np.sum(w * np.sum(dx * dx, -1), 1)
+    den = np.maximum(np.sum(w * np.sum(dx * dx, -1), 1), _EPS)
     num = np.sum(w * np.sum(dx * du, -1), 1)
-    s = num / np.maximum(den, _EPS)
+    spread = np.sqrt(np.sum(w * np.sum(du * du, -1), 1) / den)
+    s = np.where(num > 0, spread, num / den)
     cam = np.concatenate([s[:, None], um - s[:, None] * xm], axis=1)
     usable = (np.sum(w > 0, axis=1) >= 2) & (den > 1e-12)
     return np.where(usable[:, None], cam, np.nan)

@@ -193,6 +193,29 @@ def test_fit_camera_recovers_known_camera() -> None:
     assert np.isnan(got[2]).all()
 
 
+def test_fit_camera_keeps_the_size_of_a_pose_that_differs_from_the_picture() -> None:
+    """A fitted pose never matches the picture exactly (an arm raised in the picture, lowered in the fit). Least
+    squares would shrink the body by the two shapes' correlation; the fitted camera keeps the observed points'
+    spread, so the drawn body is as big as the person, and its centroid where theirs is."""
+    rng = np.random.default_rng(1)
+    joints = rng.normal(0.0, 0.4, (1, 12, 3))
+    cam = np.array([[0.9, 0.05, -0.1]])
+    points = project(joints, cam)
+    posed = joints.copy()
+    posed[0, :4, :2] = posed[0, :4, :2] @ np.array([[0.0, -1.0], [1.0, 0.0]])  # four joints swung by 90 degrees
+    weights = np.ones((1, 12))
+    got = fit_camera(posed, points, weights)[0]
+    drawn = project(posed, got[None])[0]
+    spread = lambda p: np.sqrt(((p - p.mean(0)) ** 2).sum(-1).mean())  # noqa: E731
+    np.testing.assert_allclose(spread(drawn), spread(points[0]), rtol=1e-9)
+    np.testing.assert_allclose(drawn.mean(0), points[0].mean(0), atol=1e-9)
+    x = posed[0, :, :2] - posed[0, :, :2].mean(0)
+    least_squares = (x * (points[0] - points[0].mean(0))).sum() / (x * x).sum()
+    assert least_squares < 0.95 * got[0]  # what least squares would have drawn: a smaller body
+    mirrored = fit_camera(joints * np.array([-1.0, -1.0, 1.0]), points, weights)[0]  # anti-correlated shapes
+    assert mirrored[0] < 0
+
+
 def test_skeleton_joints_match_the_body_joints(anny_fitter: BodyFitter) -> None:
     """The fast path (rotations chained down the rest skeleton, no body forward) lands within a few mm of the body
     model's own joints, so the camera fitted on it places the rendered body where the landmarks are."""

@@ -16,12 +16,13 @@ from engine.errors import ModelFileError
 from engine.realfootage.detector import STRIDES, PersonDetector, cover_matrix, iou_matrix, nms
 from engine.realfootage.evaluate import Score, load_annotations, mesh_boxes, score_image, zoomed
 from engine.realfootage.roi import (
-    SIDE_CUT_HEIGHT,
+    NARROW_CUT_HEIGHT,
     Rois,
     crop_rois,
     cut_boxes,
     extend_cut_boxes,
     follow_points,
+    narrow_cut,
     rois_from_alignment,
     rois_from_boxes,
 )
@@ -142,14 +143,15 @@ def test_a_crop_follows_the_points_seen_in_both_measurements():
 
 
 def test_a_box_cut_by_the_frame_is_framed_as_the_whole_body():
-    """Only a box that the frame's top or bottom cuts AND that is too wide for a whole person grows, to the height a
+    """A box that the frame's top or bottom cuts AND that is too wide for a whole person grows, to the height a
     whole person of its width has, away from the cut (downwards when both edges cut it); the crop framed from it
     then holds the body where the landmark network expects it (the mid-hip near the centre), not a torso squeezed
-    into a whole-body crop."""
+    into a whole-body crop. A narrow box at the bottom is a candidate too (see the next test); boxes inside the
+    frame are kept."""
     hw = (480, 640)
     boxes = np.array([[100, 60, 400, 480],  # chest-up close-up: cut at the bottom, 300 x 420 -> 666.7 tall
                       [500, 0, 620, 100],  # cut at the top (head out of the picture): grows upwards
-                      [200, 100, 250, 479],  # a standing person reaching the bottom: narrow, kept
+                      [200, 100, 250, 470],  # a standing person ending above the bottom edge: kept
                       [20, 50, 220, 200],  # wide but inside the frame: kept
                       [0, 0, 640, 480]], np.float32)  # cut at both edges (a close-up's head at the top): down
     out = extend_cut_boxes(boxes, hw)
@@ -164,18 +166,23 @@ def test_a_box_cut_by_the_frame_is_framed_as_the_whole_body():
 
 def test_a_box_cut_by_a_side_and_the_bottom_is_framed_from_its_height():
     """A player half out of the picture at a side and cut at the waist by the bottom: the box is narrow because the
-    side cut it, so its width says nothing; it is a cut candidate all the same and grows to SIDE_CUT_HEIGHT x the
-    height in the picture. A narrow box at a side that the top and bottom do not cut stays a whole body."""
+    side cut it, so its width says nothing; it is a cut candidate all the same and grows to NARROW_CUT_HEIGHT x the
+    height in the picture. So does a narrow box at the bottom away from the sides (a person standing close, seen
+    down to the thighs), but not one at the top (a whole body whose head touches the top of the picture). A narrow
+    box at a side that the top and bottom do not cut stays a whole body."""
     hw = (480, 640)
     boxes = np.array([[2, 98, 99, 477],  # left edge + bottom: 97 x 379 (aspect 0.26)
                       [441, 20, 640, 480],  # right edge + bottom: 199 x 460 (aspect 0.43 < 0.45)
                       [0, 100, 80, 400],  # left edge only: a whole body walking in
-                      [300, 150, 360, 479]], np.float32)  # bottom only, narrow and away from the sides: whole
-    assert cut_boxes(boxes, hw).tolist() == [1, 1, 0, 0]
+                      [300, 150, 360, 479],  # bottom only, narrow, away from the sides: seen down to the thighs
+                      [300, 2, 360, 300]], np.float32)  # top only, narrow: a whole body, head at the top edge
+    assert cut_boxes(boxes, hw).tolist() == [1, 1, 0, 1, 0]
+    assert narrow_cut(boxes, hw).tolist() == [True, True, False, True, False]
     out = extend_cut_boxes(boxes, hw)
-    np.testing.assert_allclose(out[0], [2, 98, 99, 98 + SIDE_CUT_HEIGHT * 379], rtol=1e-6)
-    np.testing.assert_allclose(out[1], [441, 20, 640, 20 + SIDE_CUT_HEIGHT * 460], rtol=1e-6)
-    np.testing.assert_array_equal(out[2:], boxes[2:])
+    np.testing.assert_allclose(out[0], [2, 98, 99, 98 + NARROW_CUT_HEIGHT * 379], rtol=1e-6)
+    np.testing.assert_allclose(out[1], [441, 20, 640, 20 + NARROW_CUT_HEIGHT * 460], rtol=1e-6)
+    np.testing.assert_allclose(out[3], [300, 150, 360, 150 + NARROW_CUT_HEIGHT * 329], rtol=1e-6)
+    np.testing.assert_array_equal(out[[2, 4]], boxes[[2, 4]])
 
 
 @pytest.fixture(scope="module")
@@ -231,14 +238,17 @@ def test_close_up_people_get_a_body_that_fits_what_the_frame_shows(realfootage):
     """The webcam case: one person seen from the chest or the waist up, cut by the bottom of the frame (three
     public-domain photos, hand-boxed). Cold and with tracking over a few frames, each gets one body whose visible
     part overlaps the person's box with IoU >= 0.5 (the build before framed the cut box as a whole body: one of
-    the three found, the others drawn as a small crouching figure over the face), and no second body."""
+    the three found, the others drawn as a small crouching figure over the face), and no second body. The same
+    seen 1.3x and 1.7x closer: cold, the cameraman 1.3x closer (knees up, bent over his camera, no leg in the
+    picture) was drawn as a whole body squeezed into the picture while the network was as sure of both framings."""
     model, body = realfootage
     for im in load_annotations(CLOSEUPS):
-        frame = cv2.imread(im["path"])
-        model.reset()
-        for step in range(4):  # a still camera: the first frame is cold, the next ones follow the tracked person
-            s = drawn_score(model, body, frame, im)
-            assert (s.tp, s.fp) == (1, 0), (im["source"], step, s)
+        for zoom in (1.0, 1.3, 1.7):
+            frame, seen = zoomed(cv2.imread(im["path"]), im, zoom)
+            model.reset()
+            for step in range(4):  # a still camera: the first frame is cold, the next ones follow the tracked person
+                s = drawn_score(model, body, frame, seen)
+                assert (s.tp, s.fp) == (1, 0), (im["source"], zoom, step, s)
 
 
 @needs_data

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Rois", "crop_rois", "cut_boxes", "extend_cut_boxes", "follow_points", "rois_from_alignment",
+__all__ = ["Rois", "crop_rois", "cut_boxes", "extend_cut_boxes", "follow_points", "narrow_cut", "rois_from_alignment",
            "rois_from_boxes"]
 
 # Width / height of the box of a whole, upright person, about (arms at the sides or swinging). A box cut by the top
 # or bottom of the frame that is wider than this holds only part of a body: the rest is outside the picture.
 WHOLE_BODY_ASPECT = 0.45
 EDGE_PX = 0.02  # a box side within this fraction of the frame's height (width) of its top / bottom (side) edge
-SIDE_CUT_HEIGHT = 1.8  # a box cut by a side edge as well: the whole body, in heights of the part in the picture
+# a cut box no wider than a whole person (its width says nothing): the whole body, in heights of the part in the picture
+NARROW_CUT_HEIGHT = 1.8
 
 
 @dataclass
@@ -75,10 +76,11 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray
     reads as a small crouching body, or rejects. A box that touches the bottom edge and is wider than a whole
     person's box is extended downwards to the height a whole person of that width would have, even when it touches
     the top as well (a close-up's head reaches the top of the picture; its body goes on below); one cut at the top
-    only is extended upwards. A narrower box that the frame also cuts at a side has lost width (a player half out
-    of the picture, turned sideways): it is extended to ``SIDE_CUT_HEIGHT`` x the height in the picture, a body
-    seen from the head down to the hips or the thighs. The tracker keeps that framing and moves it with the
-    landmarks seen (:func:`follow_points`).
+    only is extended upwards. A narrower box at the bottom (a person standing close, seen down to the thighs; or
+    one that a side edge cut as well, a player half out of the picture) says nothing by its width: it is extended
+    to ``NARROW_CUT_HEIGHT`` x the height in the picture, a body seen from the head down to the hips or the
+    thighs. Whether the box really is cut is for the landmark network to say (the tracker crops both framings).
+    The tracker keeps that framing and moves it with the landmarks seen (:func:`follow_points`).
     """
     out = np.array(boxes, np.float32, copy=True).reshape(-1, 4)
     if not len(out):
@@ -86,7 +88,7 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray
     seen = out[:, 3] - out[:, 1]
     whole = np.maximum(seen, (out[:, 2] - out[:, 0]) / WHOLE_BODY_ASPECT)
     cut = cut_boxes(out, frame_hw)
-    whole = np.where((cut != 0) & _narrow(out), np.maximum(whole, SIDE_CUT_HEIGHT * seen), whole)
+    whole = np.where((cut != 0) & _narrow(out), np.maximum(whole, NARROW_CUT_HEIGHT * seen), whole)
     down, up = cut > 0, cut < 0
     out[down, 3] = out[down, 1] + whole[down]
     out[up, 1] = out[up, 3] - whole[up]
@@ -94,24 +96,31 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray
 
 
 def cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
-    """[N] int8: where a detector box may hold only part of a body (it touches the frame's top or bottom edge and is
-    wider than a whole person's box, or touches a side edge too, where its width says nothing; see
-    :func:`extend_cut_boxes`), the side the body would go on: 1 below the frame, -1 above it; 0 for a whole body."""
+    """[N] int8: where a detector box may hold only part of a body, the side the body would go on: 1 below the
+    frame, -1 above it; 0 for a whole body (see :func:`extend_cut_boxes`).
+
+    Every box that touches the bottom edge may: people close to the camera are cut there (a group photo, a webcam
+    user), and a narrow box is no sign of a whole body, as a person standing close and seen down to the thighs has
+    a whole person's width / height too (in six group photos 5 of the 18 people the bottom edge cuts have narrow
+    boxes; framed as whole bodies, 3 of them were turned down and one drawn as a small figure over the face). At
+    the top edge only a box wider than a
+    whole person's, or one a side edge cuts as well, is a candidate: a whole body whose head touches the top of
+    the picture is the common case there."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     height, width = float(frame_hw[0]), float(frame_hw[1])
-    partial = ~_narrow(b) | _side_cut(b, width)
     bottom, top = b[:, 3] >= (1.0 - EDGE_PX) * height, b[:, 1] <= EDGE_PX * height
-    return np.where(partial & bottom, 1, np.where(partial & top, -1, 0)).astype(np.int8)
+    partial = ~_narrow(b) | _side_cut(b, width)
+    return np.where(bottom, 1, np.where(partial & top, -1, 0)).astype(np.int8)
 
 
 def _side_cut(b: np.ndarray, width: float) -> np.ndarray:
     return (b[:, 0] <= EDGE_PX * width) | (b[:, 2] >= (1.0 - EDGE_PX) * width)
 
 
-def side_cut_only(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
-    """[N] bool: the cut candidates of :func:`cut_boxes` whose only sign of a cut is a side edge (their boxes are
-    no wider than a whole person's). That is weak evidence: a whole person walking in at a bottom corner has such
-    a box too."""
+def narrow_cut(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """[N] bool: the cut candidates of :func:`cut_boxes` whose boxes are no wider than a whole person's, so only
+    an edge suggests the cut. That is weak evidence: a whole person walking in at the bottom, or at a bottom
+    corner, has such a box too."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     return (cut_boxes(b, frame_hw) != 0) & _narrow(b)
 
