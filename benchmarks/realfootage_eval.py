@@ -12,6 +12,9 @@ what the tracker's schedule costs, against the model's own best, not against the
 box around its rendered mesh (see engine.realfootage.evaluate). Prints one line per image and a JSON summary;
 ``--json PATH`` writes it. ``--zoom`` adds closer views of the photos (bodies cut by the frame) to the cold
 mode: ``--annotations tests/data/closeup_boxes.json --modes cold --zoom 1 1.3 1.7`` is the webcam case.
+``clip`` plays every photo as a webcam-like clip (``--clip-frames`` frames of a slow zoom and sway, see
+engine.realfootage.evaluate.swayed; photos wider than 960 px are scaled down first) with tracking on and scores
+every frame; ``clip_cold`` scores the same frames each on its own, the model's best on them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+CLIP_WIDTH = 960  # photos are scaled down to this width for the clip modes (a webcam's size, and 4x fewer pixels)
 
 
 def open_model(args):
@@ -102,7 +106,7 @@ def evaluate(args) -> dict:
         times = []
         videos: dict[str, dict[int, dict]] = {}
         for im in images:
-            if "frame" in im:
+            if "frame" in im and mode in ("cold", "sequence"):  # the clip modes play the photos
                 videos.setdefault(im["source"], {})[int(im["frame"])] = im
         for src, by_frame in videos.items():
             model.reset()
@@ -124,6 +128,10 @@ def evaluate(args) -> dict:
             if "frame" in im:
                 continue
             photo = cv2.imread(im.get("path") or str(DATA / im["source"]))
+            if mode in ("clip", "clip_cold"):
+                for s in play_clip(model, body, photo, im, query, args, cold=mode == "clip_cold"):
+                    score.add(s)
+                continue
             for z in args.zoom if mode == "cold" else [1.0]:
                 frame, seen = zoomed(photo, im, z)
                 model.reset()
@@ -134,6 +142,32 @@ def evaluate(args) -> dict:
                       f"(+{s.hard_found}/{s.hard_total} hard), {s.fp} false, {s.giant} giant")
         report[mode] = {**score.summary(), "model_ms_median": float(np.median(times)) if times else float("nan")}
     return report
+
+
+def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> list:
+    """Scores of every frame of ``photo`` played as a webcam-like clip (tracked, or each frame ``cold``)."""
+    import cv2
+
+    from engine.realfootage.evaluate import score_image, swayed
+
+    k = min(1.0, CLIP_WIDTH / photo.shape[1])
+    if k < 1.0:
+        photo = cv2.resize(photo, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+        im = {**im, "people": [{**p, "box": [v * k for v in p["box"]]} for p in im["people"]],
+              "ignore": [[v * k for v in r] for r in im.get("ignore", [])]}
+    model.reset()
+    scores = []
+    for i in range(args.clip_frames):
+        frame, seen = swayed(photo, im, i)
+        if cold:
+            model.reset()
+        boxes, _ = predicted_boxes(model, body, frame, query)
+        scores.append(score_image(boxes, seen["people"], seen.get("ignore", []), args.iou))
+    found = sum(s.tp for s in scores)
+    total = sum(s.tp + s.fn for s in scores)
+    print(f"[{'clip_cold' if cold else 'clip'}] {im['source']}: {found}/{total} person-frames found, "
+          f"{sum(s.fp for s in scores)} false")
+    return scores
 
 
 def agreement(args, step: int = 10) -> dict:
@@ -208,7 +242,9 @@ def main() -> int:
                          "webcam case: bodies cut by the frame), e.g. --zoom 1 1.3 1.7")
     ap.add_argument("--iou", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--modes", nargs="+", choices=("cold", "sequence", "agreement"), default=["cold", "sequence"])
+    ap.add_argument("--modes", nargs="+", choices=("cold", "sequence", "agreement", "clip", "clip_cold"),
+                    default=["cold", "sequence"])
+    ap.add_argument("--clip-frames", type=int, default=60, help="frames of each photo's clip (clip modes)")
     ap.add_argument("--json", type=Path, help="write the summary here")
     args = ap.parse_args()
     import torch
@@ -218,12 +254,14 @@ def main() -> int:
         raise SystemExit("--modes agreement compares tracker schedules of the realfootage model")
     lags = args.detect_lag or [None]
     report = {}
-    if "cold" in args.modes:  # each image on its own: the lag plays no part
-        report = evaluate(_with(args, modes=["cold"], detect_lag=lags[0]))
+    untracked = [m for m in ("cold", "clip_cold") if m in args.modes]
+    if untracked:  # each image on its own: the lag plays no part
+        report = evaluate(_with(args, modes=untracked, detect_lag=lags[0]))
+    tracked_modes = [m for m in ("sequence", "clip") if m in args.modes]
     per_lag = {}
     for lag in lags:
         one = _with(args, detect_lag=lag)
-        tracked = evaluate(_with(one, modes=["sequence"])) if "sequence" in args.modes else {}
+        tracked = evaluate(_with(one, modes=tracked_modes)) if tracked_modes else {}
         if "agreement" in args.modes:
             tracked["agreement"] = agreement(one)
         per_lag[lag] = tracked
@@ -232,7 +270,7 @@ def main() -> int:
     else:
         for key in ("model", "threshold", "annotations"):  # what ran (the same for every lag)
             report.setdefault(key, per_lag[lags[0]].get(key))
-        for mode in ("sequence", "agreement"):
+        for mode in ("sequence", "clip", "agreement"):
             runs = [per_lag[lag][mode] for lag in lags if mode in per_lag[lag]]
             if runs:
                 report[mode] = {"lags": lags, **{k: float(np.mean([r[k] for r in runs])) for k in

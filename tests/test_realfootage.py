@@ -14,7 +14,7 @@ import pytest
 from app.config import REALFOOTAGE_DIR
 from engine.errors import ModelFileError
 from engine.realfootage.detector import STRIDES, PersonDetector, cover_matrix, iou_matrix, nms
-from engine.realfootage.evaluate import Score, load_annotations, mesh_boxes, score_image, zoomed
+from engine.realfootage.evaluate import Score, load_annotations, mesh_boxes, score_image, swayed, zoomed
 from engine.realfootage.roi import (
     NARROW_CUT_HEIGHT,
     Rois,
@@ -140,6 +140,29 @@ def test_a_crop_follows_the_points_seen_in_both_measurements():
     np.testing.assert_allclose(out.sides, [330.0, 125.0, 80.0], rtol=1e-5)
     np.testing.assert_allclose(out.angles, rois.angles)
     np.testing.assert_allclose(out.centers[2], [0.0, 0.0])
+
+
+def test_a_swayed_clip_moves_the_annotation_with_the_picture():
+    """The clip benchmark's frames: a white block boxed in the photo stays boxed in every frame of the clip (its
+    box follows the zoom and sway to within a pixel), the zoom stays within 1.04-1.2x, the view moves, and a block
+    pushed out of the picture becomes hard instead of a person the model must find."""
+    photo = np.zeros((300, 400, 3), np.uint8)
+    photo[100:220, 150:210] = 255
+    photo[10:60, 0:8] = 255  # a sliver at the left edge: swayed and zoomed out of the picture
+    im = {"people": [{"box": [150, 100, 210, 220], "hard": False}, {"box": [0, 10, 8, 60], "hard": False}],
+          "ignore": []}
+    centres = []
+    for i in range(0, 60, 7):
+        frame, seen = swayed(photo, im, i)
+        assert frame.shape == photo.shape
+        ys, xs = np.nonzero(frame[80:280, 100:300, 0] > 127)
+        drawn = np.array([xs.min() + 100, ys.min() + 80, xs.max() + 101, ys.max() + 81], float)
+        box = np.array(seen["people"][0]["box"])
+        np.testing.assert_allclose(box, drawn, atol=1.5)
+        assert 1.04 - 1e-6 <= (box[3] - box[1]) / 120.0 <= 1.2 + 1e-6
+        assert all(p["hard"] for p in seen["people"][1:])  # the sliver is (nearly) gone
+        centres.append(box[:2])
+    assert np.ptp(np.array(centres), axis=0).max() > 3.0
 
 
 def test_a_box_cut_by_the_frame_is_framed_as_the_whole_body():

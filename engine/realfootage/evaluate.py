@@ -17,7 +17,7 @@ import numpy as np
 
 from .detector import iou_matrix
 
-__all__ = ["ImageScore", "Score", "load_annotations", "mesh_boxes", "score_image", "zoomed"]
+__all__ = ["ImageScore", "Score", "load_annotations", "mesh_boxes", "score_image", "swayed", "zoomed"]
 
 
 def load_annotations(path: str | Path) -> list[dict]:
@@ -159,6 +159,25 @@ def zoomed(photo: np.ndarray, im: dict, zoom: float) -> tuple[np.ndarray, dict]:
     cw, ch = w / zoom, h / zoom
     x0 = float(np.clip((people[:, 0].min() + people[:, 2].max()) / 2 - cw / 2, 0, w - cw))
     y0 = float(np.clip(people[:, 1].min() - 0.05 * ch, 0, h - ch))
+    return _view(photo, im, zoom, x0, y0)
+
+
+def swayed(photo: np.ndarray, im: dict, index: int) -> tuple[np.ndarray, dict]:
+    """Frame ``index`` of the photo played as a webcam-like clip (same size), and its annotation moved along.
+
+    Why: a still photo tells how a person is found, not how they are followed; a clip made from it does, with a
+    truth for every frame. The view zooms slowly between 1.04x and 1.2x around the centre and sways by a few pixels
+    (6 across, 3 up and down), as a camera held or bumped by its user does."""
+    h, w = photo.shape[:2]
+    zoom = 1.12 + 0.08 * np.sin(index / 15.0)
+    dx, dy = 6.0 * np.sin(index / 5.0), 3.0 * np.cos(index / 7.0)
+    return _view(photo, im, zoom, (w * (zoom - 1.0) / 2.0 + dx) / zoom, (h * (zoom - 1.0) / 2.0 + dy) / zoom)
+
+
+def _view(photo: np.ndarray, im: dict, zoom: float, x0: float, y0: float) -> tuple[np.ndarray, dict]:
+    """The photo magnified ``zoom`` times from its point (x0, y0) at the top-left, same size, and the annotation
+    moved along (people left with under a quarter of their box in the picture count as hard)."""
+    h, w = photo.shape[:2]
     frame = cv2.warpAffine(photo, np.array([[zoom, 0, -x0 * zoom], [0, zoom, -y0 * zoom]]), (w, h),
                            flags=cv2.INTER_LINEAR)
 
