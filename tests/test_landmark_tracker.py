@@ -538,3 +538,30 @@ def test_a_lagged_pass_is_matched_with_where_the_walkers_were_on_its_frame():
         assert len(res.landmarks) == 5
         x = np.sort(res.landmarks.image[:, 23:25, 0].mean(axis=1))
         np.testing.assert_allclose(x, np.sort(hips[:, 0]), atol=0.5)  # carried forward at their speed
+
+
+@pytest.mark.parametrize("frame_height, retried", [(480, False), (180, True)])
+def test_a_big_newcomer_the_follow_network_lets_go_is_tried_again_at_the_next_pass(frame_height, retried):
+    """The main network accepts person 1, the follow network lets them go at once. A person that small in the
+    frame (100 of 480 px) is a detection the follow network cannot follow: not cropped again for ``retry_after``
+    passes. As tall as half the frame (100 of 180 px: close to the camera, where lite's verdict is the weaker),
+    they are cropped again by the main network at the very next pass."""
+    scene = Scene([(150.0 + 200.0 * i, 90.0) for i in range(3)])
+    find, follow = FakeLandmarks(scene), FakeLandmarks(scene)
+    follow_scene = Scene([(150.0 + 200.0 * i, 90.0) for i in range(3)])
+    follow.scene = follow_scene
+    follow_scene.hidden = {1}
+    cfg = TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=0, retry_after=3)
+    tracker = LandmarkTracker(FakeDetector(scene), find, cfg, follow=follow)
+    frame = np.zeros((frame_height, 1200, 3), np.uint8)
+    seeds = []
+    for f in range(8):
+        scene.frame = follow_scene.frame = f
+        before = find.crops
+        tracker(frame, 0.3, 64)
+        seeds.append(find.crops - before)
+    assert seeds[0] == 3  # everyone is new on the first frame
+    if retried:
+        assert seeds[1:] == [1] * 7, seeds  # person 1, dropped by the follow network, found again every pass
+    else:
+        assert seeds[1:] == [0, 0, 0, 1, 0, 0, 0], seeds  # one try, then three passes off

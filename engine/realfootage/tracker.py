@@ -94,6 +94,13 @@ class TrackerCfg:
         max_misses: detector passes in a row that may miss a tracked person before the track is dropped (the
             landmark network alone keeps a drifted crop "alive" on background that looks like a body).
         retry_after: detector passes during which a detection the landmark network rejected is not cropped again.
+        retry_height: a new person the follow network lets go at once is such a detection only when shorter than
+            this fraction of the frame's height. A person that big is close to the camera (a webcam user, a group
+            photo), where lite's pose flag swings from 0.04 to 1.0 as the crop grows by a fifth, and full, which
+            accepted them, is the better judge: waiting out ``retry_after`` passes left them without a body on most
+            frames (six group photos played as webcam-like clips: recall 0.57 -> 0.60). In a street scene lite's
+            verdict holds: re-trying everyone cost vtest.avi's video column 0.05 of precision; no one there is
+            that tall.
         min_seed_height: detections shorter than this (frame pixels) are not cropped as new people: upscaled ten
             times into the 256-pixel crop they hold too little of a body (on vtest.avi BlazePose accepted none of
             94 such crops, nearly a fifth of all new-person crops, and half of those 25-35 pixels tall).
@@ -117,6 +124,7 @@ class TrackerCfg:
     max_misses: int = 1
     min_age: int = 3
     retry_after: int = 3
+    retry_height: float = 0.5
     min_seed_height: float = 24.0
     velocity_smoothing: float = 0.5
 
@@ -269,7 +277,8 @@ class LandmarkTracker:
         # was a detection the network cannot follow: it is not cropped again for a while
         gone = dead & ~intake.reframed if intake is not None else dead
         lost = bool((gone & (tracks.ages >= cfg.min_age)).any())
-        self._reject(person_boxes(tracks.lm)[gone & (tracks.ages < cfg.min_age)])
+        young = person_boxes(tracks.lm)[gone & (tracks.ages < cfg.min_age)]
+        self._reject(young[young[:, 3] - young[:, 1] < cfg.retry_height * self._hw[0]])
         seeds = intake.seeds_after(gone) if intake is not None else None
         tracks = tracks.select(~dead)
         tracks.ages = tracks.ages + 1
