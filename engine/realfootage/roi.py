@@ -103,9 +103,8 @@ def cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
     user), and a narrow box is no sign of a whole body, as a person standing close and seen down to the thighs has
     a whole person's width / height too (in six group photos 5 of the 18 people the bottom edge cuts have narrow
     boxes; framed as whole bodies, 3 of them were turned down and one drawn as a small figure over the face). At
-    the top edge only a box wider than a
-    whole person's, or one a side edge cuts as well, is a candidate: a whole body whose head touches the top of
-    the picture is the common case there."""
+    the top edge only a box wider than a whole person's, or one a side edge cuts as well, is a candidate: a whole
+    body whose head touches the top of the picture is the common case there."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     height, width = float(frame_hw[0]), float(frame_hw[1])
     bottom, top = b[:, 3] >= (1.0 - EDGE_PX) * height, b[:, 1] <= EDGE_PX * height
