@@ -51,6 +51,12 @@ CUT_MARGIN_WITH_LEGS = 3.0  # logits by which a cut framing must beat a whole-bo
 # a close-up portrait), while its box overlap with the detection says nothing (the landmarks start at the eyes).
 CUT_DRIFT_ZOOM = 1.25
 CUT_DRIFT_SHIFT = 0.15
+# Between passes a held crop's side stays within this factor of its last detection's framing. The points lite sees
+# on a close-up can contract with the crop frame after frame, and the detector, backed off for a lone person, may
+# make no pass for 8 frames: Grace Hopper's crop went 1374 -> 404 px in 7 frames (her body a third of her size). A
+# person does not grow or shrink by more between two passes; one who does is framed again at the next pass
+# (CUT_DRIFT_ZOOM against the new detection). Bounded at 1.25 her body still settled at 0.8 of her size.
+CUT_HOLD_ZOOM = 1.1
 REFRAME_SAME_PLACE = 0.15  # a re-framing detection this close to the track (in its heights) is the same person
 
 
@@ -170,26 +176,28 @@ class _Tracks:
     anchor: np.ndarray  # [N, 2] float32: mid-hip where it was last measured
     vel: np.ndarray  # [N, 2] float32: image velocity, pixels per frame (NaN until measured twice)
     cut: np.ndarray  # int8: the frame cuts the body (its last detection; 1 below, -1 above, see roi.cut_boxes)
+    framed: np.ndarray  # float32: the crop side its last detection framed (a held crop stays near it)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def select(self, idx) -> _Tracks:
         return _Tracks(self.lm.select(idx), self.ids[idx], self.misses[idx], self.ages[idx], self.stale[idx],
-                       self.anchor[idx], self.vel[idx], self.cut[idx])
+                       self.anchor[idx], self.vel[idx], self.cut[idx], self.framed[idx])
 
     @classmethod
     def concat(cls, parts: list[_Tracks]) -> _Tracks:
         return cls(Landmarks.concat([p.lm for p in parts]),
                    *(np.concatenate([getattr(p, k) for p in parts]) for k in
-                     ("ids", "misses", "ages", "stale", "anchor", "vel", "cut")))
+                     ("ids", "misses", "ages", "stale", "anchor", "vel", "cut", "framed")))
 
     @classmethod
     def new(cls, lm: Landmarks, ids: np.ndarray, cut: np.ndarray | None = None) -> _Tracks:
         n = len(lm)
         zeros = np.zeros(n, np.int64)
         return cls(lm, ids, zeros, zeros.copy(), zeros.copy(), _mid_hip(lm), np.full((n, 2), np.nan, np.float32),
-                   np.zeros(n, np.int8) if cut is None else np.asarray(cut, np.int8))
+                   np.zeros(n, np.int8) if cut is None else np.asarray(cut, np.int8),
+                   lm.next_rois.sides.astype(np.float32, copy=True))
 
 
 @dataclass
@@ -415,7 +423,7 @@ class LandmarkTracker:
         image[:, :, :2] += step[:, None, :]
         rois = Rois(lm.next_rois.centers + step, lm.next_rois.sides, lm.next_rois.angles)
         moved = Landmarks(image, lm.visibility, lm.presence, lm.world, lm.flag, rois)
-        return _Tracks(moved, t.ids, t.misses, t.ages, t.stale + 1, t.anchor, t.vel, t.cut)
+        return _Tracks(moved, t.ids, t.misses, t.ages, t.stale + 1, t.anchor, t.vel, t.cut, t.framed)
 
     def _refresh(self, rgb: np.ndarray, tracks: _Tracks, extra: np.ndarray | None = None) -> tuple[_Tracks, int]:
         """Measure the landmarks of the people due this frame: everyone, or as many of the stalest as the budget's
@@ -451,6 +459,10 @@ class LandmarkTracker:
             seen = (before.visibility >= 0.5) & (fresh.visibility >= 0.5)
             seen &= ~np.isnan(tracks.anchor[due]).any(axis=1)[:, None]  # re-framed: nothing to follow, hold the crop
             moved = follow_points(used, before.image[:, :, :2], fresh.image[:, :, :2], seen)
+            # ... but no further than CUT_HOLD_ZOOM from its detector's framing (see there)
+            framed = tracks.framed[due]
+            moved = Rois(moved.centers, np.clip(moved.sides, framed / CUT_HOLD_ZOOM, framed * CUT_HOLD_ZOOM),
+                         moved.angles)
             fresh = _held_where(cut, fresh, moved)
         lm = tracks.lm
         if len(due) < n:  # write the measured rows into the carried set
@@ -475,7 +487,7 @@ class LandmarkTracker:
             old = vel[due]
             vel[due] = np.where(np.isnan(old), seen, np.where(np.isnan(seen), old, k * old + (1.0 - k) * seen))
         stale[due], anchor[due] = 0, hip
-        return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, stale, anchor, vel, tracks.cut)
+        return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, stale, anchor, vel, tracks.cut, tracks.framed)
 
     def _match(self, tracks: _Tracks, boxes: np.ndarray,
                age: int) -> tuple[_Tracks, np.ndarray, np.ndarray, np.ndarray]:
@@ -578,7 +590,7 @@ class LandmarkTracker:
                 if np.isnan(vel[j]).any():
                     vel[j] = vel[i]
             ages[j], misses[j] = max(ages[i], ages[j]), min(misses[i], misses[j])
-        merged = _Tracks(lm, ids, misses, ages, tracks.stale, tracks.anchor, vel, tracks.cut)
+        merged = _Tracks(lm, ids, misses, ages, tracks.stale, tracks.anchor, vel, tracks.cut, tracks.framed)
         return merged, np.asarray(keep, np.int64)
 
 
@@ -604,7 +616,9 @@ def _reframed(tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray, scale: float
     anchor, vel = tracks.anchor.copy(), tracks.vel.copy()
     anchor[rows[moved]], vel[rows[moved]] = np.nan, np.nan
     lm = replace(tracks.lm, next_rois=Rois(centers, sides, angles))
-    return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, tracks.stale, anchor, vel, tracks.cut)
+    framed = tracks.framed.copy()
+    framed[rows] = rois.sides
+    return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, tracks.stale, anchor, vel, tracks.cut, framed)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
