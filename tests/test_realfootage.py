@@ -47,6 +47,23 @@ def test_roi_crop_maps_back_to_the_frame():
         np.testing.assert_allclose(back, [250, 120], atol=1.0)
 
 
+def test_roi_crops_are_rgb_cut_from_the_bgr_frame():
+    """The tracker hands the captured BGR frame to the crops: the network still reads RGB, exactly as if the frame
+    had been converted first."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    frame[40:80, 60:100] = (255, 0, 0)  # pure blue in BGR
+    rois = Rois(np.array([[80.0, 60.0], [70.0, 50.0]], np.float32), np.array([40.0, 90.0], np.float32),
+                np.array([0.0, 0.4], np.float32))
+    crops, maps = crop_rois(frame, rois, 32)
+    assert crops.dtype == np.float32 and crops.shape == (2, 32, 32, 3)
+    np.testing.assert_allclose(crops[0, 16, 16], [0.0, 0.0, 1.0])  # blue lands in the RGB crop's last channel
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    for crop, m in zip(crops, maps, strict=True):
+        ref = cv2.warpAffine(rgb, m, (32, 32), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        np.testing.assert_allclose(crop, ref / 255.0, atol=1e-6)
+
+
 def test_alignment_rois_are_upright_for_upright_people():
     hip = np.array([[100.0, 200.0], [50.0, 50.0]])
     top = np.array([[100.0, 150.0], [90.0, 50.0]])  # second person lies along +x

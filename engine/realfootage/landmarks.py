@@ -1,9 +1,10 @@
 """BlazePose landmarks for every tracked person in one batched call.
 
-The network reads an upright 256x256 crop (RGB in [0, 1]) and returns 39 points (33 body landmarks + 2 auxiliary
-alignment points + 4 unused) as crop pixels with a relative depth, visibility and presence logits, 39 "world"
-points in metres (hip-centred, in the crop's axes), and a pose-presence flag. Everything is mapped back here to
-frame pixels and to camera axes (x right, y down, z away), so the caller never sees crop coordinates.
+The network reads an upright 256x256 crop (RGB in [0, 1], cut from the BGR frame) and returns 39 points (33 body
+landmarks + 2 auxiliary alignment points + 4 unused) as crop pixels with a relative depth, visibility and presence
+logits, 39 "world" points in metres (hip-centred, in the crop's axes), and a pose-presence flag. Everything is
+mapped back here to frame pixels and to camera axes (x right, y down, z away), so the caller never sees crop
+coordinates.
 """
 
 from __future__ import annotations
@@ -69,12 +70,11 @@ class Landmarks:
 
     def boxes(self, min_visibility: float = 0.5) -> np.ndarray:
         """[N, 4] tight (x1, y1, x2, y2) boxes around each person's visible landmarks (all of them if none is)."""
-        out = np.zeros((len(self), 4), np.float32)
-        for i in range(len(self)):
-            ok = self.visibility[i] >= min_visibility
-            pts = self.image[i, ok if ok.sum() >= 2 else slice(None), :2]
-            out[i] = (*pts.min(0), *pts.max(0))
-        return out
+        ok = self.visibility >= min_visibility
+        ok[ok.sum(axis=1) < 2] = True
+        xy, use = self.image[:, :, :2], ok[:, :, None]
+        return np.concatenate([np.where(use, xy, np.inf).min(axis=1), np.where(use, xy, -np.inf).max(axis=1)],
+                              axis=1).astype(np.float32)
 
 
 class BlazePoseLandmarks:
@@ -91,11 +91,11 @@ class BlazePoseLandmarks:
         self.graph = graph
         self.input_name = graph.input_names[0]
 
-    def __call__(self, frame_rgb: np.ndarray, rois: Rois) -> Landmarks:
+    def __call__(self, frame_bgr: np.ndarray, rois: Rois) -> Landmarks:
         n = len(rois)
         if n == 0:
             return Landmarks.empty()
-        crops, maps = crop_rois(frame_rgb, rois, CROP)
+        crops, maps = crop_rois(frame_bgr, rois, CROP)
         out = self.graph.run({self.input_name: crops})
         raw = out["landmarks"].reshape(n, -1, 5)
         world = out["world"].reshape(n, -1, 3)
@@ -112,7 +112,7 @@ class BlazePoseLandmarks:
         # A point well outside the picture is not seen, whatever the network says: for a body the frame cuts it
         # guesses the legs (often with visibility near 1), and a fit to that guess draws bent legs nobody can see.
         # Just outside (a shoulder past the edge of a close-up) its guess is good, and the camera fit needs it.
-        h, w = frame_rgb.shape[:2]
+        h, w = frame_bgr.shape[:2]
         pts = xy[:, :NUM_LANDMARKS]
         margin = (OUTSIDE_FRACTION * rois.sides)[:, None, None]
         inside = ((pts >= -margin) & (pts <= np.array([w, h]) + margin)).all(axis=-1)

@@ -33,7 +33,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 
 from .detector import Detections, PersonDetector, PreparedFrame, cover_matrix, iou_matrix
@@ -141,7 +140,6 @@ class TrackedPoses:
 
     Attributes:
         landmarks: the people's landmarks (frame pixels, camera-axis world points, visibility, pose flag).
-        rgb: the frame as RGB (the landmark network's colour order), for models that crop it again.
         detect_ms: detector time on the caller's thread on this frame: preparing its input, a pass run right here,
             or waiting for a background pass that is due (0 when none of these happened).
         landmarks_ms: everything else (colour conversion, landmark calls, matching).
@@ -155,7 +153,6 @@ class TrackedPoses:
     """
 
     landmarks: Landmarks
-    rgb: np.ndarray
     detect_ms: float
     landmarks_ms: float
     ids: np.ndarray
@@ -270,15 +267,15 @@ class LandmarkTracker:
         """Track everyone into this frame; ``threshold`` is the detector's score threshold."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        self._hw = rgb.shape[:2]
+        frame = frame_bgr  # the landmark crops swap its channels themselves (see roi.crop_rois)
+        self._hw = frame.shape[:2]
         t_det = time.perf_counter()
         taken, detect_bg_ms = self._due_detections()
         wait_ms = (time.perf_counter() - t_det) * 1e3 if taken is not None else 0.0
         tracks, intake = self._predicted(), None
         if taken is not None and len(tracks):  # matched before the measurements (see _Intake)
             tracks, intake = self._take_in(tracks, taken.boxes)
-        tracks, crops = self._refresh(rgb, tracks, np.flatnonzero(intake.reframed) if intake is not None else None)
+        tracks, crops = self._refresh(frame, tracks, np.flatnonzero(intake.reframed) if intake is not None else None)
         dead = (tracks.stale == 0) & (tracks.lm.flag < cfg.track_threshold)
         # a track re-framed from a detection that holds nobody just goes; of the others only a measured loss
         # counts, and only an established track's (a seed that dies at once would loop); a seed that dies at once
@@ -310,7 +307,7 @@ class LandmarkTracker:
         if dets is not None:  # this frame's own pass, after the measurements
             tracks, seeds, reframed, _ = self._match(tracks, dets.boxes, 0)
             if len(reframed):  # measured again at once, from the detector's framing
-                tracks = self._measure(rgb, tracks, reframed)
+                tracks = self._measure(frame, tracks, reframed)
                 crops += len(reframed)
                 tracks = tracks.select(np.setdiff1d(np.arange(len(tracks)),
                                                     reframed[tracks.lm.flag[reframed] < cfg.flag_threshold]))
@@ -318,7 +315,7 @@ class LandmarkTracker:
         if seeds is not None:
             seeds = self._not_rejected(seeds[seeds[:, 3] - seeds[:, 1] >= cfg.min_seed_height])
             if len(seeds):
-                fresh, cut, framed = self._first_crops(rgb, seeds)
+                fresh, cut, framed = self._first_crops(frame, seeds)
                 crops += framed
                 ok = fresh.flag >= cfg.flag_threshold
                 self._reject(seeds[~ok])
@@ -341,10 +338,10 @@ class LandmarkTracker:
         self._since_detect += 1
         self._frame += 1
         landmarks_ms = (time.perf_counter() - t0) * 1e3 - detect_ms
-        return TrackedPoses(tracks.lm, rgb, detect_ms, landmarks_ms, tracks.ids.copy(), tracks.stale == 0, crops,
+        return TrackedPoses(tracks.lm, detect_ms, landmarks_ms, tracks.ids.copy(), tracks.stale == 0, crops,
                             detect_bg_ms)
 
-    def _first_crops(self, rgb: np.ndarray, seeds: np.ndarray) -> tuple[Landmarks, np.ndarray, int]:
+    def _first_crops(self, frame: np.ndarray, seeds: np.ndarray) -> tuple[Landmarks, np.ndarray, int]:
         """New people's first landmarks, each person's cut (see :func:`roi.cut_boxes`) and the crops it took.
 
         A detection the frame may cut (any box at the bottom edge; at the top edge a wide one, or a narrow one at a
@@ -366,9 +363,9 @@ class LandmarkTracker:
         cand = cut_boxes(seeds, self._hw)
         alt = np.flatnonzero(cand != 0)
         if not len(alt):
-            return self.landmarks(rgb, rois), cand, len(seeds)
+            return self.landmarks(frame, rois), cand, len(seeds)
         both = Rois.concat([rois, rois_from_boxes(extend_cut_boxes(seeds[alt], self._hw), cfg.box_scale)])
-        found = self.landmarks(rgb, both)
+        found = self.landmarks(frame, both)
         whole, cut_view = found.select(alt), found.select(np.arange(len(seeds), len(both)))
         believable = _legs_seen(whole) & (whole.flag >= cfg.flag_threshold)
         margin = np.where(narrow_cut(seeds[alt], self._hw), np.inf, CUT_MARGIN_WITH_LEGS)
@@ -425,7 +422,7 @@ class LandmarkTracker:
         moved = Landmarks(image, lm.visibility, lm.presence, lm.world, lm.flag, rois)
         return _Tracks(moved, t.ids, t.misses, t.ages, t.stale + 1, t.anchor, t.vel, t.cut, t.framed)
 
-    def _refresh(self, rgb: np.ndarray, tracks: _Tracks, extra: np.ndarray | None = None) -> tuple[_Tracks, int]:
+    def _refresh(self, frame: np.ndarray, tracks: _Tracks, extra: np.ndarray | None = None) -> tuple[_Tracks, int]:
         """Measure the landmarks of the people due this frame: everyone, or as many of the stalest as the budget's
         credit covers (and anyone carried forward for ``max_stale`` frames), and the rows ``extra`` on top (people
         re-framed from a detection: one crop each, in the budget's stead when they were due anyway)."""
@@ -443,16 +440,16 @@ class LandmarkTracker:
             self._credit -= len(due)
             if extra is not None:
                 due = np.union1d(due, extra)
-        return self._measure(rgb, tracks, due), len(due)
+        return self._measure(frame, tracks, due), len(due)
 
-    def _measure(self, rgb: np.ndarray, tracks: _Tracks, due: np.ndarray) -> _Tracks:
+    def _measure(self, frame: np.ndarray, tracks: _Tracks, due: np.ndarray) -> _Tracks:
         """The tracks with the landmarks of rows ``due`` measured on this frame by the follow network, each from
         its ``next_rois``."""
         n, budget = len(tracks), self.cfg.landmark_budget
         if len(due) == 0:
             return tracks
         used = tracks.lm.next_rois.select(due)
-        fresh = self.follow(rgb, used)
+        fresh = self.follow(frame, used)
         cut = tracks.cut[due] != 0
         if cut.any():  # a body cut by the frame: its next crop follows the landmarks seen (see roi.follow_points)
             before = tracks.lm.select(due)
