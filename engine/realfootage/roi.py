@@ -179,8 +179,9 @@ def crop_rois(frame_bgr: np.ndarray, rois: Rois, size: int) -> tuple[np.ndarray,
     maps = rois.crop_to_image(size)
     patches = np.empty((len(rois), size, size, 3), np.uint8)
     for i, m in enumerate(maps):
-        cv2.warpAffine(frame_bgr, m, (size, size), dst=patches[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        patch = cv2.warpAffine(frame_bgr, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        cv2.cvtColor(patch, cv2.COLOR_BGR2RGB, dst=patches[i])
     out = np.empty(patches.shape, np.float32)
-    np.multiply(patches[..., ::-1], 1.0 / 255.0, out=out, casting="unsafe")
+    np.multiply(patches, 1.0 / 255.0, out=out, casting="unsafe")  # one contiguous pass (a reversed view: 3x slower)
     return out, maps
