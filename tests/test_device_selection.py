@@ -196,3 +196,16 @@ def test_tracker_models_follow_the_device_choice(tmp_path):
     tracker, where, _, _ = open_tracker(REALFOOTAGE_DIR, device="cpu")
     assert where == "cpu"
     assert tracker.landmarks.graph.providers == ("CPUExecutionProvider",)
+
+
+def test_a_background_detector_takes_one_thread_on_the_cpu():
+    """The detector that runs beside the landmark crops gets one intra-op thread (two of its own beside the
+    landmark network's two oversubscribed the two cores); on the model's own thread it gets what the others get."""
+    from app.config import REALFOOTAGE_DIR
+    from engine.frame_models import open_tracker
+
+    behind = open_tracker(REALFOOTAGE_DIR, landmarks="mixed", threads=2, detect_lag=2, device="cpu").tracker
+    assert behind.detector.graph.note.endswith("intra_op=1")
+    assert behind.landmarks.graph.note.endswith("intra_op=2") and behind.follow.graph.note.endswith("intra_op=2")
+    inline = open_tracker(REALFOOTAGE_DIR, landmarks="mixed", threads=2, detect_lag=0, device="cpu").tracker
+    assert inline.detector.graph.note.endswith("intra_op=2")

@@ -49,6 +49,15 @@ def open_instancehmr(checkpoint: str | Path, backend: str = "auto", threads: int
     return BottomUpModel(opened, label, synthetic_demo)
 
 
+# Intra-op threads of a detector that runs beside the landmark crops (``detect_lag`` > 0) on the CPU. It has
+# ``detect_lag`` frames to finish, and with two threads of its own next to the landmark network's two, four compute
+# threads shared two cores: every op of both networks waited for whichever of its threads had been pre-empted. With
+# one, the README command on vtest.avi (400 frames, 6 people) ran 23.0-27.9 FPS, median 27.0, against 21.9-26.4,
+# median 24.6, over seven interleaved pairs (outputs bit-identical); a webcam close-up alone in the picture, far
+# above its target either way, waits a little longer for the rarer passes (45-53 FPS against 52-58).
+BACKGROUND_DETECTOR_THREADS = 1
+
+
 def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 1, detect_every: int = 2,
                  device: str = "auto", landmark_budget: float = 0.0, detect_lag: int = 0,
                  int8_detector: bool = True, detect_size: int | None = None) -> OpenedTracker:
@@ -77,7 +86,7 @@ def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 
     quantized = model_dir / DETECTOR_INT8_FILE
     precision = "int8" if int8_detector and lmk.device == "cpu" and quantized.is_file() else "fp32"
     det = OnnxGraph(quantized if precision == "int8" else model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS,
-                    threads, device=device)
+                    min(threads, BACKGROUND_DETECTOR_THREADS) if detect_lag > 0 else threads, device=device)
     cfg = TrackerCfg(detect_every=detect_every, landmark_budget=landmark_budget, detect_lag=detect_lag)
     person = PersonDetector(det) if detect_size is None else PersonDetector(det, max_size=detect_size)
     tracker = LandmarkTracker(person, BlazePoseLandmarks(lmk), cfg,
