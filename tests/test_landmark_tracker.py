@@ -333,6 +333,24 @@ def test_a_follow_network_measures_the_tracked_people_and_the_main_one_judges_ne
     assert per_frame[-1][2] == 4
 
 
+@pytest.mark.parametrize("frame_height, judged", [(480, False), (200, True)])
+def test_a_person_close_to_the_camera_is_followed_by_the_judging_network(frame_height, judged):
+    """Crops of 150 px: under ``judge_side`` x the height of a 480 px frame (the follow network measures them), over
+    it in a 200 px one (a person that fills the picture: the judging network measures them)."""
+    scene = Scene([(150.0 + 200.0 * i, 100.0) for i in range(3)])
+    find, follow = FakeLandmarks(scene), FakeLandmarks(scene)
+    tracker = LandmarkTracker(FakeDetector(scene), find,
+                              TrackerCfg(max_detect_every=0, detect_every=2, landmark_budget=2, judge_side=0.6),
+                              follow=follow)
+    frame = np.zeros((frame_height, 1200, 3), np.uint8)
+    for f in range(6):
+        scene.frame = f
+        res = tracker(frame, 0.3, 64)
+    assert len(res.ids) == 3
+    assert find.crops - 3 == (10 if judged else 0)  # after the first frame's three newcomers: the budget's 2 a frame
+    assert follow.crops == (0 if judged else 10)
+
+
 def test_open_tracker_mixed_pairs_full_finding_with_lite_following():
     from app.config import REALFOOTAGE_DIR
     from engine.errors import ConfigError
@@ -585,7 +603,8 @@ def test_a_big_newcomer_the_follow_network_lets_go_is_tried_again_at_the_next_pa
     follow_scene = Scene([(150.0 + 200.0 * i, 90.0) for i in range(3)])
     follow.scene = follow_scene
     follow_scene.hidden = {1}
-    cfg = TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=0, retry_after=3)
+    # judge_side off: with it the judging network would follow this big person itself
+    cfg = TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=0, retry_after=3, judge_side=0.0)
     tracker = LandmarkTracker(FakeDetector(scene), find, cfg, follow=follow)
     frame = np.zeros((frame_height, 1200, 3), np.uint8)
     seeds = []
