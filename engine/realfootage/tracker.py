@@ -153,7 +153,7 @@ class TrackedPoses:
         landmarks: the people's landmarks (frame pixels, camera-axis world points, visibility, pose flag).
         detect_ms: detector time on the caller's thread on this frame: preparing its input, a pass run right here,
             or waiting for a background pass that is due (0 when none of these happened).
-        landmarks_ms: everything else (colour conversion, landmark calls, matching).
+        landmarks_ms: everything else (landmark crops and calls, matching).
         ids: [N] the tracker's own id of each person (stable while the track lives), so a model can keep
             per-person results of people whose landmarks were carried forward.
         refreshed: [N] True where the landmarks were measured on this frame, False where they were carried
@@ -278,7 +278,7 @@ class LandmarkTracker:
         """Track everyone into this frame; ``threshold`` is the detector's score threshold."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        frame = frame_bgr  # the landmark crops swap its channels themselves (see roi.crop_rois)
+        frame = frame_bgr  # kept BGR: the landmark crops swap their own channels (see roi.crop_rois)
         self._hw = frame.shape[:2]
         t_det = time.perf_counter()
         taken, detect_bg_ms = self._due_detections()
@@ -454,8 +454,8 @@ class LandmarkTracker:
         return self._measure(frame, tracks, due), len(due)
 
     def _measure(self, frame: np.ndarray, tracks: _Tracks, due: np.ndarray) -> _Tracks:
-        """The tracks with the landmarks of rows ``due`` measured on this frame by the follow network, each from
-        its ``next_rois``."""
+        """The tracks with the landmarks of rows ``due`` measured on this frame by the follow network (the judging
+        one for people close to the camera, see ``TrackerCfg.judge_side``), each from its ``next_rois``."""
         n, budget = len(tracks), self.cfg.landmark_budget
         if len(due) == 0:
             return tracks
