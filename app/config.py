@@ -217,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "CUDA, then the CPU; cpu never touches CUDA)")
     m.add_argument("--threads", type=int, default=None,
                    help="inference threads per network, at most the usable CPU cores (default: 2 for the realfootage "
-                        "model's networks, whose idle workers sleep while the other stages run; 1 otherwise, which "
-                        "leaves a core for capture/render/encode)")
+                        "model's networks, whose idle workers sleep while the other stages run, its background "
+                        "detector at most 1; 1 otherwise, which leaves a core for capture/render/encode)")
     m.add_argument("--threshold", type=float, default=None,
                    help="person score threshold (default: the model's own: realfootage 0.35 with full landmarks, "
                         "0.45 with lite; InstanceHMR 0.2)")
@@ -287,7 +287,8 @@ def default_threads(model: str, cores: int) -> int:
     of its own; with two intra-op threads each (workers that sleep, never spin, between ops: see
     :func:`engine.runtime.graph.create_session`) a crop also uses the other core while render and encode leave it
     idle: 11 % more FPS end to end on 2 cores with ~6 people (median of three interleaved runs, 19.7 -> 21.9).
-    The InstanceHMR and 2D-pose-guided networks keep 1, as measured for them.
+    The InstanceHMR and 2D-pose-guided networks keep 1, as measured for them. A detector that runs beside the
+    landmark crops takes at most one of them (see ``engine.frame_models.BACKGROUND_DETECTOR_THREADS``).
     """
     return min(2, cores) if model == "realfootage" else 1
 
