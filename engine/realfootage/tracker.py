@@ -431,7 +431,7 @@ class LandmarkTracker:
         image[:, :, :2] += step[:, None, :]
         rois = Rois(lm.next_rois.centers + step, lm.next_rois.sides, lm.next_rois.angles)
         moved = Landmarks(image, lm.visibility, lm.presence, lm.world, lm.flag, rois)
-        return _Tracks(moved, t.ids, t.misses, t.ages, t.stale + 1, t.anchor, t.vel, t.cut, t.framed)
+        return replace(t, lm=moved, stale=t.stale + 1)
 
     def _refresh(self, frame: np.ndarray, tracks: _Tracks, extra: np.ndarray | None = None) -> tuple[_Tracks, int]:
         """Measure the landmarks of the people due this frame: everyone, or as many of the stalest as the budget's
@@ -460,8 +460,9 @@ class LandmarkTracker:
         if len(due) == 0:
             return tracks
         used = tracks.lm.next_rois.select(due)
-        big = used.sides >= self.cfg.judge_side * self._hw[0] if self.cfg.judge_side > 0 else np.zeros(len(due), bool)
-        if big.any() and self.follow is not self.landmarks:  # close to the camera: the judging network follows
+        split = self.cfg.judge_side > 0 and self.follow is not self.landmarks
+        big = used.sides >= self.cfg.judge_side * self._hw[0] if split else np.zeros(len(due), bool)
+        if big.any():  # close to the camera: the judging network follows
             order = np.concatenate([np.flatnonzero(~big), np.flatnonzero(big)])
             parts = Landmarks.concat([self.follow(frame, used.select(~big)), self.landmarks(frame, used.select(big))])
             fresh = parts.select(np.argsort(order, kind="stable"))
@@ -501,7 +502,7 @@ class LandmarkTracker:
             old = vel[due]
             vel[due] = np.where(np.isnan(old), seen, np.where(np.isnan(seen), old, k * old + (1.0 - k) * seen))
         stale[due], anchor[due] = 0, hip
-        return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, stale, anchor, vel, tracks.cut, tracks.framed)
+        return replace(tracks, lm=lm, stale=stale, anchor=anchor, vel=vel)
 
     def _match(self, tracks: _Tracks, boxes: np.ndarray,
                age: int) -> tuple[_Tracks, np.ndarray, np.ndarray, np.ndarray]:
@@ -604,7 +605,7 @@ class LandmarkTracker:
                 if np.isnan(vel[j]).any():
                     vel[j] = vel[i]
             ages[j], misses[j] = max(ages[i], ages[j]), min(misses[i], misses[j])
-        merged = _Tracks(lm, ids, misses, ages, tracks.stale, tracks.anchor, vel, tracks.cut, tracks.framed)
+        merged = replace(tracks, ids=ids, misses=misses, ages=ages, vel=vel)
         return merged, np.asarray(keep, np.int64)
 
 
@@ -632,7 +633,7 @@ def _reframed(tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray, scale: float
     lm = replace(tracks.lm, next_rois=Rois(centers, sides, angles))
     framed = tracks.framed.copy()
     framed[rows] = rois.sides
-    return _Tracks(lm, tracks.ids, tracks.misses, tracks.ages, tracks.stale, anchor, vel, tracks.cut, framed)
+    return replace(tracks, lm=lm, anchor=anchor, vel=vel, framed=framed)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
