@@ -618,3 +618,89 @@ def test_a_big_newcomer_the_follow_network_lets_go_is_tried_again_at_the_next_pa
         assert seeds[1:] == [1] * 7, seeds  # person 1, dropped by the follow network, found again every pass
     else:
         assert seeds[1:] == [0, 0, 0, 1, 0, 0, 0], seeds  # one try, then three passes off
+
+
+class Group:
+    """People standing still with fixed boxes, as a landmark network reads a close group: a crop sees the people
+    whose hip lies within ``reach`` x its side of its centre (and inside its kept box, when the crop blanks the
+    rest) and reports the most salient one. A shy person (crowded, or not a person at all) is reported only by a
+    crop that blanks everything around them."""
+
+    def __init__(self, boxes: list[list[float]], salience: list[float], shy: set[int] = frozenset(),
+                 reach: float = 0.5) -> None:
+        self.boxes = np.asarray(boxes, np.float32)
+        self.hips = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
+        self.salience, self.shy, self.reach = np.asarray(salience), set(shy), reach
+        self.crops, self.kept = 0, 0
+
+    def __call__(self, rgb, rois: Rois, keep: np.ndarray | None = None) -> Landmarks:
+        n = len(rois)
+        self.crops += n
+        self.kept += n if keep is not None else 0
+        image = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
+        flag = np.full(n, 0.05, np.float32)
+        centers = rois.centers.copy()
+        for i in range(n):
+            seen = np.abs(self.hips - rois.centers[i]).max(axis=1) <= self.reach * rois.sides[i]
+            if keep is not None:
+                x1, y1, x2, y2 = keep[i]
+                seen &= (self.hips[:, 0] >= x1) & (self.hips[:, 0] <= x2) & (self.hips[:, 1] >= y1) & \
+                    (self.hips[:, 1] <= y2)
+            else:
+                seen &= ~np.isin(np.arange(len(self.hips)), list(self.shy))
+            if not seen.any():
+                image[i, :, :2] = rois.centers[i] + _template()
+                continue
+            j = int(np.argmax(np.where(seen, self.salience, -np.inf)))
+            height = self.boxes[j, 3] - self.boxes[j, 1]
+            flag[i], centers[i] = 0.9, self.hips[j]
+            image[i, :, :2] = self.hips[j] + _template() * height / HEIGHT
+        ones = np.ones((n, NUM_LANDMARKS), np.float32)
+        nxt = Rois(centers.astype(np.float32), rois.sides.copy(), np.zeros(n, np.float32))
+        return Landmarks(image, ones, ones.copy(), np.zeros((n, NUM_LANDMARKS, 3), np.float32), flag, nxt)
+
+
+class GroupDetector(FakeDetector):
+    def __init__(self, boxes) -> None:
+        self.boxes, self.passes = np.asarray(boxes, np.float32), 0
+
+    def prepare(self, frame) -> np.ndarray:
+        return self.boxes
+
+
+def _found(group: Group, cfg: TrackerCfg) -> list[int]:
+    """Which of the group's people one cold frame reports (by the hip their landmarks sit on)."""
+    tracker = LandmarkTracker(GroupDetector(group.boxes), group, cfg)
+    res = tracker(FRAME, 0.3, 64)
+    mid = res.landmarks.image[:, 23:25, :2].mean(axis=1)
+    return sorted(int(np.argmin(np.linalg.norm(group.hips - m, axis=1))) for m in mid)
+
+
+@pytest.mark.parametrize("alone_pad", [0.03, None])
+def test_two_crops_that_found_one_person_are_looked_at_again_alone(alone_pad):
+    """Two women side by side (hips 160 px apart); the square crop around each holds both, and the network reads
+    the more salient one (person 1) in both. Looked at again with everything outside each detection blanked,
+    each crop finds its own person; without that second look person 0 is lost (merged into person 1)."""
+    group = Group([[100, 100, 300, 460], [260, 100, 460, 460]], salience=[0.0, 1.0])
+    found = _found(group, TrackerCfg(landmark_budget=0, alone_pad=alone_pad))
+    if alone_pad is None:
+        assert found == [1] and group.kept == 0
+    else:
+        assert found == [0, 1] and group.kept == 2  # both looked at again: the first looks were alike
+
+
+@pytest.mark.parametrize(("height", "alone_cover", "expected"), [
+    (360, 0.7, [0, 1]),  # tall (close to the camera): a turned-down detection is looked at again alone
+    (200, 0.7, [1]),  # under half the frame's height: the network's verdict stands (a street's walkers)
+    (360, 1.01, [0, 1, 2]),  # with no part-of rule the phantom inside person 1 becomes a person
+])
+def test_a_tall_detection_the_network_turned_down_is_looked_at_again_alone_unless_part_of_someone(
+        height, alone_cover, expected):
+    """Person 0, crowded by person 1, is turned down in a square crop and read alone; person 2 is a phantom
+    (a cushion, a bag) inside person 1's box that also looks like a person when everything around it is blanked:
+    it is not looked at again, being part of someone found."""
+    top = 460 - height
+    boxes = [[60, top, 250, 460], [300, 20, 560, 478], [330, 0, 530, 240]]
+    group = Group(boxes, salience=[0.0, 1.0, 0.5], shy={0, 2}, reach=0.25)
+    cfg = TrackerCfg(landmark_budget=0, alone_cover=alone_cover)
+    assert _found(group, cfg) == expected

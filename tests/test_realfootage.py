@@ -64,6 +64,25 @@ def test_roi_crops_are_rgb_cut_from_the_bgr_frame():
         np.testing.assert_allclose(crop, ref / 255.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("angle", [0.0, 0.6])
+def test_a_crop_keeps_only_its_box_when_asked(angle):
+    """A crop given a box to keep is the plain crop inside that box and blank outside it (the box's corners land
+    where the crop->frame map says, rotated ROIs too), so the network reads the boxed person alone."""
+    frame = np.full((200, 300, 3), 200, np.uint8)
+    rois = Rois(np.array([[150.0, 100.0]], np.float32), np.array([160.0], np.float32), np.array([angle], np.float32))
+    keep = np.array([[120.0, 60.0, 200.0, 150.0]])
+    plain, maps = crop_rois(frame, rois, 64)
+    kept, _ = crop_rois(frame, rois, 64, keep)
+    v, u = np.mgrid[0:64, 0:64]
+    xy = np.einsum("ij,hwj->hwi", maps[0], np.stack([u, v, np.ones_like(u)], axis=-1).astype(np.float64))
+    inside = (xy[..., 0] > 122) & (xy[..., 0] < 198) & (xy[..., 1] > 62) & (xy[..., 1] < 148)
+    in_frame = (xy[..., 0] > 2) & (xy[..., 0] < 298) & (xy[..., 1] > 2) & (xy[..., 1] < 198)
+    outside = in_frame & ((xy[..., 0] < 118) | (xy[..., 0] > 202) | (xy[..., 1] < 58) | (xy[..., 1] > 152))
+    assert inside.sum() > 300 and outside.sum() > 1000
+    np.testing.assert_array_equal(kept[0][inside], plain[0][inside])
+    assert (kept[0][outside] == 0).all() and (plain[0][outside] > 0.7).all()
+
+
 def test_alignment_rois_are_upright_for_upright_people():
     hip = np.array([[100.0, 200.0], [50.0, 50.0]])
     top = np.array([[100.0, 150.0], [90.0, 50.0]])  # second person lies along +x

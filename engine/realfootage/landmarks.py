@@ -91,11 +91,12 @@ class BlazePoseLandmarks:
         self.graph = graph
         self.input_name = graph.input_names[0]
 
-    def __call__(self, frame_bgr: np.ndarray, rois: Rois) -> Landmarks:
+    def __call__(self, frame_bgr: np.ndarray, rois: Rois, keep: np.ndarray | None = None) -> Landmarks:
+        """Landmarks of the person in each ROI; ``keep`` ([N, 4] frame boxes) blanks each crop outside its box."""
         n = len(rois)
         if n == 0:
             return Landmarks.empty()
-        crops, maps = crop_rois(frame_bgr, rois, CROP)
+        crops, maps = crop_rois(frame_bgr, rois, CROP, keep)
         out = self.graph.run({self.input_name: crops})
         raw = out["landmarks"].reshape(n, -1, 5)
         world = out["world"].reshape(n, -1, 3)

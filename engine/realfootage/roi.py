@@ -166,12 +166,18 @@ def rois_from_alignment(center: np.ndarray, scale_point: np.ndarray, scale: floa
     return Rois(np.asarray(center, np.float32), (2 * scale * radius).astype(np.float32), angles.astype(np.float32))
 
 
-def crop_rois(frame_bgr: np.ndarray, rois: Rois, size: int) -> tuple[np.ndarray, np.ndarray]:
+def crop_rois(frame_bgr: np.ndarray, rois: Rois, size: int,
+              keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cut every ROI out of the frame, upright, as RGB float32 [N, size, size, 3] in [0, 1] (zero border).
 
     The frame stays BGR (as captured): the crops are cut from it and their channels swapped, which is exactly
     cutting them from an RGB copy (the warp treats channels alike) without converting the whole frame on every
     frame for a few 256-pixel crops.
+
+    Args:
+        keep: [N, 4] frame boxes (x1, y1, x2, y2), or None: each crop's pixels outside its box are blanked, as
+            beyond the frame's edge, so the network reads that person alone (neighbours in a close group fill
+            a square crop too; see ``TrackerCfg.alone_pad``).
 
     Returns:
         (crops, crop->frame affine maps [N, 2, 3]).
@@ -181,6 +187,13 @@ def crop_rois(frame_bgr: np.ndarray, rois: Rois, size: int) -> tuple[np.ndarray,
     for i, m in enumerate(maps):
         patch = cv2.warpAffine(frame_bgr, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        if keep is not None:  # the box's corners in crop pixels (a quadrilateral where the ROI is rotated)
+            x1, y1, x2, y2 = keep[i]
+            inv = cv2.invertAffineTransform(m)
+            poly = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64) @ inv[:, :2].T + inv[:, 2]
+            mask = np.zeros((size, size), np.uint8)
+            cv2.fillConvexPoly(mask, np.round(poly).astype(np.int32), 1)
+            patch *= mask[:, :, None]
         cv2.cvtColor(patch, cv2.COLOR_BGR2RGB, dst=patches[i])
     out = np.empty(patches.shape, np.float32)
     np.multiply(patches, 1.0 / 255.0, out=out, casting="unsafe")  # one contiguous pass (a reversed view: 3x slower)

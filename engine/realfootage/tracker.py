@@ -116,6 +116,20 @@ class TrackerCfg:
             (0.3, 0.45 and 0.7 did no better, 0.8 worse); vtest.avi's video column the same over lags 1-3 (its walkers
             at the bottom edge have crops this big), agreement -0.004 / -0.007. It costs a full crop instead of a
             lite one: a close-up alone in a 640x480 picture ran 36-50 FPS instead of 39-58.
+        alone_pad: a new person's crop is looked at again alone (the pixels outside their detection box, grown by
+            this many box heights, blanked) when it found the same person as another new person's crop, or when
+            the network turned down a detection taller than ``retry_height`` of the frame (None: never). In a
+            close group the square crop of one person holds their neighbours too, and BlazePose reads whoever
+            fills it best: in a group photo two women's crops both landed on the one leaning into the other's
+            box, and seated people crowded by their neighbours were turned down (flags 0.001-0.48, 0.66-0.99
+            alone). Only these crops are looked at again: blanking every first crop changed the landmarks of
+            people it did not need to (six group photos at two zooms: precision 0.92 -> 0.78). A person that tall
+            is close to the camera, where a detection is rarely anything but a person; re-looking at everyone the
+            network turned down gave vtest.avi's walkers extra, wrongly sized bodies (video column -0.03).
+        alone_iou: a look alone counts only where the landmarks' box overlaps the detection by this IoU (else the
+            first look stands): blanked surroundings must not make a person out of part of one.
+        alone_cover: a turned-down detection lying this much (share of its area) inside someone found, this frame
+            or tracked, is a part of them (a hand, a bag, a cushion by a head) and is not looked at again.
         min_seed_height: detections shorter than this (frame pixels) are not cropped as new people: upscaled ten
             times into the 256-pixel crop they hold too little of a body (on vtest.avi BlazePose accepted none of
             94 such crops, nearly a fifth of all new-person crops, and half of those 25-35 pixels tall).
@@ -141,6 +155,9 @@ class TrackerCfg:
     retry_after: int = 3
     retry_height: float = 0.5
     judge_side: float = 0.6
+    alone_pad: float | None = 0.03
+    alone_iou: float = 0.5
+    alone_cover: float = 0.7
     min_seed_height: float = 24.0
     velocity_smoothing: float = 0.5
 
@@ -326,7 +343,7 @@ class LandmarkTracker:
         if seeds is not None:
             seeds = self._not_rejected(seeds[seeds[:, 3] - seeds[:, 1] >= cfg.min_seed_height])
             if len(seeds):
-                fresh, cut, framed = self._first_crops(frame, seeds)
+                fresh, cut, framed = self._first_crops(frame, seeds, person_boxes(tracks.lm, tracks.cut, self._hw[0]))
                 crops += framed
                 ok = fresh.flag >= cfg.flag_threshold
                 self._reject(seeds[~ok])
@@ -352,8 +369,11 @@ class LandmarkTracker:
         return TrackedPoses(tracks.lm, detect_ms, landmarks_ms, tracks.ids.copy(), tracks.stale == 0, crops,
                             detect_bg_ms)
 
-    def _first_crops(self, frame: np.ndarray, seeds: np.ndarray) -> tuple[Landmarks, np.ndarray, int]:
-        """New people's first landmarks, each person's cut (see :func:`roi.cut_boxes`) and the crops it took.
+    def _first_crops(self, frame: np.ndarray, seeds: np.ndarray,
+                     tracked: np.ndarray) -> tuple[Landmarks, np.ndarray, int]:
+        """New people's first landmarks, each person's cut (see :func:`roi.cut_boxes`) and the crops it took;
+        ``tracked`` are the boxes of the people already followed. Some are looked at again alone (see
+        :meth:`_look_alone`).
 
         A detection the frame may cut (any box at the bottom edge; at the top edge a wide one, or a narrow one at a
         side edge too) is two hypotheses: a whole body (standing, running, arms out, sitting) or the top of a body
@@ -374,7 +394,8 @@ class LandmarkTracker:
         cand = cut_boxes(seeds, self._hw)
         alt = np.flatnonzero(cand != 0)
         if not len(alt):
-            return self.landmarks(frame, rois), cand, len(seeds)
+            first, again = self._look_alone(frame, seeds, self.landmarks(frame, rois), rois, cand, tracked)
+            return first, cand, len(seeds) + again
         both = Rois.concat([rois, rois_from_boxes(extend_cut_boxes(seeds[alt], self._hw), cfg.box_scale)])
         found = self.landmarks(frame, both)
         whole, cut_view = found.select(alt), found.select(np.arange(len(seeds), len(both)))
@@ -386,8 +407,39 @@ class LandmarkTracker:
         pick[alt[better]] = len(seeds) + np.flatnonzero(better)
         cut = np.zeros(len(seeds), np.int8)
         cut[alt[better]] = cand[alt[better]]
+        picked = both.select(pick)
+        first, again = self._look_alone(frame, seeds, found.select(pick), picked, cut, tracked)
         # a cut body's next crop keeps this framing (its alignment points drift, see roi.follow_points)
-        return _held_where(cut != 0, found.select(pick), both.select(pick)), cut, len(both)
+        return _held_where(cut != 0, first, picked), cut, len(both) + again
+
+    def _look_alone(self, frame: np.ndarray, seeds: np.ndarray, first: Landmarks, rois: Rois, cut: np.ndarray,
+                    tracked: np.ndarray) -> tuple[Landmarks, int]:
+        """New people's first landmarks after a second look, alone, at those a neighbour may have confused, and
+        the crops it took (see ``TrackerCfg.alone_pad``): the same framing, with everything outside the person's
+        detection blanked. Two new crops that found one person are both looked at again; so is a tall detection
+        the network turned down, unless it lies inside someone found. A second look replaces the first where the
+        network accepts it and its landmarks fill the detection (``alone_iou``)."""
+        cfg = self.cfg
+        if cfg.alone_pad is None or not len(first):
+            return first, 0
+        ok = first.flag >= cfg.flag_threshold
+        same = (_body_distance(first) <= cfg.merge_distance) & ok[:, None] & ok[None, :]
+        np.fill_diagonal(same, False)
+        tall = ~ok & (seeds[:, 3] - seeds[:, 1] >= cfg.retry_height * self._hw[0])
+        if tall.any():
+            found = np.concatenate([seeds[ok], tracked]).reshape(-1, 4)
+            tall &= ~(cover_matrix(found, seeds).max(axis=0, initial=0.0) >= cfg.alone_cover)
+        rows = np.flatnonzero(same.any(axis=1) | tall)
+        if not len(rows):
+            return first, 0
+        box = seeds[rows].astype(np.float64)
+        pad = cfg.alone_pad * (box[:, 3] - box[:, 1])[:, None]
+        again = self.landmarks(frame, rois.select(rows), box + np.concatenate([-pad, -pad, pad, pad], axis=1))
+        fills = np.diag(iou_matrix(person_boxes(again, cut[rows], self._hw[0]), seeds[rows]))
+        good = (again.flag >= cfg.flag_threshold) & (fills >= cfg.alone_iou)
+        order = np.arange(len(first))
+        order[rows[good]] = len(first) + np.flatnonzero(good)
+        return Landmarks.concat([first, again]).select(order), len(rows)
 
     def _submit(self, prepared: PreparedFrame, threshold: float, max_people: int) -> None:
         """Start a detector pass on the background thread; its people are taken in ``detect_lag`` frames later."""
@@ -588,10 +640,7 @@ class LandmarkTracker:
         order = np.argsort(-lm.flag, kind="stable")
         if len(lm) < 2:
             return tracks, order
-        body = lm.image[:, BODY_POINTS, :2]
-        boxes = lm.boxes()
-        size = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
-        dist = np.linalg.norm(body[:, None] - body[None], axis=3).mean(axis=2) / np.minimum(size[:, None], size[None])
+        dist = _body_distance(lm)
         keep: list[int] = []
         ids, ages, misses, vel = tracks.ids.copy(), tracks.ages.copy(), tracks.misses.copy(), tracks.vel.copy()
         for i in order:
@@ -639,6 +688,14 @@ def _reframed(tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray, scale: float
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, np.float64), 1e-7, 1.0 - 1e-7)
     return np.log(p / (1.0 - p))
+
+
+def _body_distance(lm: Landmarks) -> np.ndarray:
+    """[N, N] mean distance between two people's torso and limb landmarks, in the smaller one's heights."""
+    body = lm.image[:, BODY_POINTS, :2]
+    boxes = lm.boxes()
+    size = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
+    return np.linalg.norm(body[:, None] - body[None], axis=3).mean(axis=2) / np.minimum(size[:, None], size[None])
 
 
 def _legs_seen(lm: Landmarks) -> np.ndarray:
