@@ -11,7 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from engine.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, create_body_model
-from engine.body.anny import AnnyBody
+from engine.body.anny import HEAD_SCALE, AnnyBody
 from engine.body.base import ASSETS_DIR
 from engine.errors import ConfigError, ModelFileError
 
@@ -130,6 +130,27 @@ def test_root_align_and_translation(body: AnnyBody) -> None:
     torch.testing.assert_close(mid, torch.zeros(3, 3), atol=1e-6, rtol=0)
     torch.testing.assert_close(moved.vertices, aligned.vertices + transl[:, None], atol=1e-5, rtol=0)
     torch.testing.assert_close(raw.joints[:, 0], body.pelvis_offset.expand(3, 3), atol=1e-6, rtol=0)
+
+
+def test_the_head_is_scaled_to_real_proportions_and_nothing_else_moves(body: AnnyBody) -> None:
+    """The app's Anny has a head HEAD_SCALE times Anny's own (real people's faces are bigger beside their limbs):
+    a vertex only the head carries is that much farther from the head joint, in any pose; a vertex the head does
+    not carry, and every joint, are where Anny puts them."""
+    own = AnnyBody.from_file(ASSETS_DIR / f"anny_{body.topology}.npz", head_scale=1.0)
+    assert body.head_scale == pytest.approx(HEAD_SCALE) and HEAD_SCALE > 1.0
+    weight = body.head_weight.numpy()
+    head, rest = weight > 0.999, weight < 1e-6
+    assert head.sum() > 0.1 * len(weight) and rest.sum() > 0.5 * len(weight)
+    for orient, pose in (_zero(), _random_pose(1, 5)):
+        with torch.no_grad():
+            a, b = body(orient, pose), own(orient, pose)
+        torch.testing.assert_close(a.joints, b.joints)
+        np.testing.assert_allclose(a.vertices[0, rest].numpy(), b.vertices[0, rest].numpy(), atol=1e-6)
+        pivot = a.joints[0, J["head"]].numpy()
+        ratio = np.linalg.norm(a.vertices[0, head].numpy() - pivot, axis=1) / np.maximum(
+            np.linalg.norm(b.vertices[0, head].numpy() - pivot, axis=1), 1e-9)
+        far = np.linalg.norm(b.vertices[0, head].numpy() - pivot, axis=1) > 0.03
+        np.testing.assert_allclose(ratio[far], HEAD_SCALE, rtol=2e-3)
 
 
 def test_phenotypes_change_shape(body: AnnyBody) -> None:
