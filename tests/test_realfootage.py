@@ -3,6 +3,7 @@ and clear errors for missing or wrong model files."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -420,3 +421,30 @@ def test_model_selection_options():
                 ["--model", "demo", "--landmarks", "lite"], ["--detect-every", "0"]):
         with pytest.raises(ConfigError):
             cfg(*bad)
+
+
+def test_the_extra_photo_sets_box_exactly_the_photos_the_fetch_script_downloads():
+    """The group and wheel photo sets keep only boxes here; every boxed image is one the fetch script knows (same
+    folder, pinned by sha256), every photo it fetches is boxed, and every box lies inside its image."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_photos", ROOT / "benchmarks" / "photo_sets" / "fetch.py")
+    fetch = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = fetch  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(fetch)
+    finally:
+        del sys.modules[spec.name]
+    known = {(p.folder, p.name) for p in fetch.PHOTOS}
+    assert all(len(p.sha256) == 64 for p in fetch.PHOTOS)
+    boxed = set()
+    for name in ("group_boxes.json", "wheel_boxes.json"):
+        path = ROOT / "benchmarks" / "photo_sets" / name
+        folder = json.loads(path.read_text())["images_dir"]
+        for im in load_annotations(path):
+            boxed.add((folder, im["source"]))
+            assert Path(im["path"]) == path.parent / folder / im["source"]
+            for p in im["people"]:
+                x1, y1, x2, y2 = p["box"]
+                assert 0 <= x1 < x2 <= im["width"] and 0 <= y1 < y2 <= im["height"], (im["source"], p)
+    assert boxed == known
