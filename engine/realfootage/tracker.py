@@ -343,7 +343,7 @@ class LandmarkTracker:
         if seeds is not None:
             seeds = self._not_rejected(seeds[seeds[:, 3] - seeds[:, 1] >= cfg.min_seed_height])
             if len(seeds):
-                fresh, cut, framed = self._first_crops(frame, seeds, person_boxes(tracks.lm, tracks.cut, self._hw[0]))
+                fresh, cut, framed = self._first_crops(frame, seeds, tracks)
                 crops += framed
                 ok = fresh.flag >= cfg.flag_threshold
                 self._reject(seeds[~ok])
@@ -370,10 +370,9 @@ class LandmarkTracker:
                             detect_bg_ms)
 
     def _first_crops(self, frame: np.ndarray, seeds: np.ndarray,
-                     tracked: np.ndarray) -> tuple[Landmarks, np.ndarray, int]:
+                     tracked: _Tracks) -> tuple[Landmarks, np.ndarray, int]:
         """New people's first landmarks, each person's cut (see :func:`roi.cut_boxes`) and the crops it took;
-        ``tracked`` are the boxes of the people already followed. Some are looked at again alone (see
-        :meth:`_look_alone`).
+        ``tracked`` are the people already followed. Some are looked at again alone (see :meth:`_look_alone`).
 
         A detection the frame may cut (any box at the bottom edge; at the top edge a wide one, or a narrow one at a
         side edge too) is two hypotheses: a whole body (standing, running, arms out, sitting) or the top of a body
@@ -413,7 +412,7 @@ class LandmarkTracker:
         return _held_where(cut != 0, first, picked), cut, len(both) + again
 
     def _look_alone(self, frame: np.ndarray, seeds: np.ndarray, first: Landmarks, rois: Rois, cut: np.ndarray,
-                    tracked: np.ndarray) -> tuple[Landmarks, int]:
+                    tracked: _Tracks) -> tuple[Landmarks, int]:
         """New people's first landmarks after a second look, alone, at those a neighbour may have confused, and
         the crops it took (see ``TrackerCfg.alone_pad``): the same framing, with everything outside the person's
         detection blanked. Two new crops that found one person are both looked at again; so is a tall detection
@@ -427,7 +426,7 @@ class LandmarkTracker:
         np.fill_diagonal(same, False)
         tall = ~ok & (seeds[:, 3] - seeds[:, 1] >= cfg.retry_height * self._hw[0])
         if tall.any():
-            found = np.concatenate([seeds[ok], tracked]).reshape(-1, 4)
+            found = np.concatenate([seeds[ok], person_boxes(tracked.lm, tracked.cut, self._hw[0])])
             tall &= ~(cover_matrix(found, seeds).max(axis=0, initial=0.0) >= cfg.alone_cover)
         rows = np.flatnonzero(same.any(axis=1) | tall)
         if not len(rows):
