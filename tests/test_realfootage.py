@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from app.config import REALFOOTAGE_DIR
 from engine.errors import ModelFileError
@@ -448,3 +449,39 @@ def test_the_extra_photo_sets_box_exactly_the_photos_the_fetch_script_downloads(
                 x1, y1, x2, y2 = p["box"]
                 assert 0 <= x1 < x2 <= im["width"] and 0 <= y1 < y2 <= im["height"], (im["source"], p)
     assert boxed == known
+
+
+@pytest.mark.parametrize(("ear_px", "face_weight"), [(100.0, 2.0), (55.0, 1.0), (10.0, 0.15)])
+def test_a_face_big_enough_to_measure_weighs_up_in_the_camera_fit(monkeypatch, ear_px, face_weight):
+    """A whole body in view (all ten limb joints seen) gets the face weight of a whole body, 0.15, while its face is
+    a few pixels; a face big enough to measure (30-80 px between the ears and more) weighs up to 2, whatever the
+    limbs: with the body's head at real proportions it is the steadiest scale cue of a person close to the camera."""
+    import engine.frame_models.realfootage as rf
+    from engine.body import create_body_model
+    from engine.bodyfit import CAMERA_PAIRS, BodyFitter, landmarks_from_body
+    from engine.realfootage.landmarks import Landmarks
+    from engine.types import Letterbox
+
+    seen = {}
+
+    def capture(points, norm, weights):
+        seen["weights"] = weights.copy()
+        return np.tile(np.array([[0.5, 0.0, 0.0]]), (len(points), 1))
+
+    monkeypatch.setattr(rf, "fit_camera", capture)
+    fitter = BodyFitter(create_body_model("anny"))
+    with torch.no_grad():
+        out = fitter.body(torch.tensor([[np.pi, 0.0, 0.0]]), torch.zeros(1, 69))
+    verts, joints = out.vertices.double().numpy(), out.joints[:, :24].double().numpy()
+    world = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map)
+    xy = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map, centre=False)[0, :, :2]
+    image = np.zeros((1, 33, 3), np.float32)
+    image[0, :, :2] = xy * ear_px / np.linalg.norm(xy[7] - xy[8]) + (640.0, 500.0)
+    ones = np.ones((1, 33), np.float32)
+    lm = Landmarks(image, ones, ones, world.astype(np.float32), np.ones(1, np.float32),
+                   Rois(np.zeros((1, 2), np.float32), np.ones(1, np.float32), np.zeros(1, np.float32)))
+    rf.RealFootageModel(None, fitter, None)._people(lm, np.array([0]), np.array([True]),
+                                                     Letterbox.for_frame(1400, 1280, 512))
+    weights = seen["weights"][0]
+    np.testing.assert_allclose(weights[: len(CAMERA_PAIRS)], 1.0)  # limb joints weigh their visibility
+    np.testing.assert_allclose(weights[len(CAMERA_PAIRS):], face_weight, rtol=1e-6)
