@@ -455,7 +455,8 @@ def test_the_extra_photo_sets_box_exactly_the_photos_the_fetch_script_downloads(
 def test_a_face_big_enough_to_measure_weighs_up_in_the_camera_fit(monkeypatch, ear_px, face_weight):
     """A whole body in view (all ten limb joints seen) gets the face weight of a whole body, 0.15, while its face is
     a few pixels; a face big enough to measure (30-80 px between the ears and more) weighs up to 2, whatever the
-    limbs: with the body's head at real proportions it is the steadiest scale cue of a person close to the camera."""
+    limbs: with the body's head at real proportions it is the steadiest cue of where a person close to the camera
+    belongs."""
     import engine.frame_models.realfootage as rf
     from engine.body import create_body_model
     from engine.bodyfit import CAMERA_PAIRS, BodyFitter, landmarks_from_body
