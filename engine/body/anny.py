@@ -154,11 +154,12 @@ class AnnyBody(BodyModel):
         # how much of each vertex the head bone and its children carry (see HEAD_SCALE; 1.0 = Anny as baked)
         self.head_scale = float(head_scale)
         self._head_bone = index["head"]
-        in_head = _ancestor_matrix(parents)[:, self._head_bone] > 0
+        ancestors = _ancestor_matrix(parents)
+        in_head = ancestors[:, self._head_bone] > 0
         self.register_buffer("head_weight", torch.tensor(skin[:, in_head].sum(axis=1), **f32))
 
         self.register_buffer("parents", torch.tensor([0, *parents[1:]], dtype=torch.int64))
-        self.register_buffer("ancestors", torch.tensor(_ancestor_matrix(parents)))
+        self.register_buffer("ancestors", torch.tensor(ancestors))
         self.register_buffer("pelvis_offset", torch.tensor(PELVIS_OFFSET, **f32))
         self._levels = lbs.chain_levels(SMPL_PARENTS)
         self._build_retarget(index, parents)

@@ -42,8 +42,8 @@ _FACE_WEIGHT_LIMBS = (6.0, 2.0)  # summed limb visibility at which each applies 
 # the ears. With the body's head at real proportions (engine.body.anny.HEAD_SCALE) a face big enough to measure is
 # the steadiest cue of where the body belongs (its few centimetres of spread move the scale little, its place the
 # centroid much), while the limb joints of people in a close group are often guesses (hips and knees BlazePose puts
-# above a table top, an arm that is the neighbour's). Cold, recall / precision: six group
-# photos at 1 and 1.3x 0.86 / 0.93 -> 0.89 / 0.95, three sport/street photos at 1-1.7x 0.53 / 0.67 -> 0.60 / 0.75;
+# above a table top, an arm that is the neighbour's). Cold, recall / precision: six group photos at 1 and 1.3x
+# 0.86 / 0.93 -> 0.89 / 0.95, three sport/street photos at 1-1.7x 0.53 / 0.67 -> 0.60 / 0.75;
 # as webcam-like clips, tracked: 0.73 / 0.79 -> 0.74 / 0.81 and 0.39 / 0.49 -> 0.43 / 0.54, close-ups 0.99 -> 1.00;
 # the hand-boxed street frames and photos lost one borderline match (Messi at 1.7x: IoU 0.525 -> 0.488), and their
 # distant faces (a few pixels) keep the limb rule. Weighting every face up instead (0.15 -> 1, 1 -> 2) cost the
