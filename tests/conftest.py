@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from engine.body import create_body_model
 from engine.models import build_model
+from testing.xvfb import start_xvfb
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +105,50 @@ def ckpt(tmp_path_factory) -> Path:
     from testing.scene import make_scene_checkpoint
 
     return make_scene_checkpoint(tmp_path_factory.mktemp("ckpt") / "scene.pt")
+
+
+@pytest.fixture(scope="session")
+def xserver():
+    """One private Xvfb for the whole run (``:N``); window tests skip with a reason where it cannot start."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb not installed: apt-get install xvfb")
+    proc, shown = start_xvfb("1280x800x24")
+    if shown is None:
+        pytest.skip("Xvfb did not start")
+    yield shown
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def qapp(xserver):
+    """The one QApplication of the run, on the private display.
+
+    Qt means one application object per process. Each window test used to build its own and drop it at the end;
+    building the ninth of a run aborted the interpreter inside QApplication's constructor on one CI machine, so
+    the in-process window tests now share this one, and their windows come and go on it.
+    """
+    saved = {k: os.environ.get(k) for k in ("DISPLAY", "QT_QPA_PLATFORM")}
+    os.environ["DISPLAY"] = xserver
+    os.environ.pop("QT_QPA_PLATFORM", None)
+    from PyQt5 import QtWidgets
+
+    try:
+        app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["pytest"])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    yield app
+    app.closeAllWindows()
+    app.processEvents()
+
+
+@pytest.fixture
+def display(xserver, qapp, monkeypatch) -> str:
+    """DISPLAY for one in-process window test (the app checks it before opening a window)."""
+    monkeypatch.setenv("DISPLAY", xserver)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    return xserver

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from testing.scene import write_synthetic_video
-from testing.xvfb import start_xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -24,25 +23,6 @@ SCREENSHOT_COPY = Path("/tmp/instancehmr_app_gui_screenshot.png")
 
 pytestmark = [pytest.mark.qt, pytest.mark.skipif(shutil.which("Xvfb") is None,
                                                  reason="Xvfb not installed: apt-get install xvfb")]
-
-
-@pytest.fixture(scope="module")
-def display():
-    """A private Xvfb server; DISPLAY points at it for this module only."""
-    proc, shown = start_xvfb("1280x800x24")
-    if shown is None:
-        pytest.skip("Xvfb did not start")
-    saved = {k: os.environ.get(k) for k in ("DISPLAY", "QT_QPA_PLATFORM", "XDG_RUNTIME_DIR")}
-    os.environ["DISPLAY"] = shown
-    os.environ.pop("QT_QPA_PLATFORM", None)
-    yield os.environ["DISPLAY"]
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")

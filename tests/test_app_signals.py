@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,6 @@ import numpy as np
 import pytest
 
 from testing.scene import write_synthetic_video
-from testing.xvfb import start_xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -151,24 +149,11 @@ def test_closing_the_terminal_finalises_outputs(tmp_path, env, ckpt, long_clip):
     assert int(np.load(tmp_path / f"{long_clip.stem}.npz")["num_frames"]) == n
 
 
-@pytest.fixture(scope="module")
-def display():
-    """A private Xvfb server for the window test (its DISPLAY only goes to the child's environment)."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb not installed: apt-get install xvfb")
-    proc, shown = start_xvfb("1280x800x24")
-    if shown is None:
-        pytest.skip("Xvfb did not start")
-    yield shown
-    proc.terminate()
-    proc.wait(10)
-
-
 @pytest.mark.qt
 @HUP_QUIT
-def test_window_hup_and_quit_close_and_keep_recording(tmp_path, env, ckpt, long_clip, display, sig):
+def test_window_hup_and_quit_close_and_keep_recording(tmp_path, env, ckpt, long_clip, xserver, sig):
     rec = tmp_path / "win.mp4"
-    proc = popen(dict(env, DISPLAY=display), "--input", long_clip, "--checkpoint", ckpt, "--record", rec, "--no-3d",
+    proc = popen(dict(env, DISPLAY=xserver), "--input", long_clip, "--checkpoint", ckpt, "--record", rec, "--no-3d",
                  "--save-npz", tmp_path)
     lines = collect_stderr(proc)
     try:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import VTEST, needs_vtest
-from test_app_gui import display, pump  # noqa: F401 - fixtures shared with the first window test
+from test_app_gui import pump
 
 from testing.scene import write_synthetic_video
 
@@ -33,7 +33,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def window(display, ckpt, tmp_path, monkeypatch):  # noqa: F811
+def window(display, ckpt, tmp_path, monkeypatch):
     """``open(args)`` -> (app, win) with the pipeline started; every window is closed at the end."""
     monkeypatch.setenv("INSTANCEHMR_CACHE_DIR", str(tmp_path / "cache"))
     from app.config import build_cfg, build_parser
