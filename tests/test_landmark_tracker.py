@@ -592,6 +592,19 @@ def test_a_lagged_pass_is_matched_with_where_the_walkers_were_on_its_frame():
         np.testing.assert_allclose(x, np.sort(hips[:, 0]), atol=0.5)  # carried forward at their speed
 
 
+def test_a_person_carried_out_of_the_frame_is_no_longer_reported():
+    """With a landmark budget a walker is carried forward at their speed between measurements; one who walks out
+    of the picture in between is dropped once none of their visible landmarks is inside the frame."""
+    out, _ = _run(TrackerCfg(detect_every=1000, landmark_budget=1), frames=40, people=2, speed=30.0)
+    frame_w = FRAME.shape[1]
+    for res, _, _ in out:
+        x = res.landmarks.image[:, :, 0]
+        inside = ((x >= 0) & (x < frame_w)).sum(axis=1)
+        assert (inside >= 6).all(), inside  # nobody reported beyond the edge
+    last = out[-1][0]
+    assert len(last.landmarks) < 2  # person 1 (hip at 350 + 30 px a frame) left the 1200 px frame
+
+
 @pytest.mark.parametrize("frame_height, retried", [(480, False), (180, True)])
 def test_a_big_newcomer_the_follow_network_lets_go_is_tried_again_at_the_next_pass(frame_height, retried):
     """The main network accepts person 1, the follow network lets them go at once. A person that small in the

@@ -95,7 +95,8 @@ class TrackerCfg:
             detection (the crop had slid off the person).
         merge_distance: two tracks whose body landmarks are closer than this (mean, in person heights) are one
             person.
-        min_visible: fewest landmarks with visibility >= 0.5 for a person to be reported.
+        min_visible: fewest landmarks with visibility >= 0.5 for a person to be kept, and inside the frame for
+            them to be reported.
         min_age: frames a track must have lived for its loss to trigger a detector pass.
         max_misses: detector passes in a row that may miss a tracked person before the track is dropped (the
             landmark network alone keeps a drifted crop "alive" on background that looks like a body).
@@ -365,8 +366,11 @@ class LandmarkTracker:
         self._tracks = tracks
         self._since_detect += 1
         self._frame += 1
+        # reported: the tracks that show enough of themselves inside the frame (a track carried beyond the edge is
+        # kept, as its next crop may find the person at the edge, but it is not drawn)
+        shown = tracks.select(_seen_in_frame(tracks.lm, self._hw) >= cfg.min_visible)
         landmarks_ms = (time.perf_counter() - t0) * 1e3 - detect_ms
-        return TrackedPoses(tracks.lm, detect_ms, landmarks_ms, tracks.ids.copy(), tracks.stale == 0, crops,
+        return TrackedPoses(shown.lm, detect_ms, landmarks_ms, shown.ids.copy(), shown.stale == 0, crops,
                             detect_bg_ms)
 
     def _first_crops(self, frame: np.ndarray, seeds: np.ndarray,
@@ -695,6 +699,18 @@ def _body_distance(lm: Landmarks) -> np.ndarray:
     boxes = lm.boxes()
     size = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
     return np.linalg.norm(body[:, None] - body[None], axis=3).mean(axis=2) / np.minimum(size[:, None], size[None])
+
+
+def _seen_in_frame(lm: Landmarks, hw: tuple[int, int]) -> np.ndarray:
+    """[N] landmarks each person shows: visible (>= 0.5) and inside the frame. A person carried forward at their
+    velocity can walk out of the picture between two measurements with every landmark still marked visible (on
+    vtest.avi 4 of 4727 person rows, drawn as bodies beyond the frame's edge). Such a track is kept, only not
+    reported: dropping it changed everyone else's tracking (the landmark budget shared out differently) and cost
+    vtest.avi's video column 0.006 / 0.025 of recall / precision over detector lags 1-3."""
+    h, w = hw
+    x, y = lm.image[..., 0], lm.image[..., 1]
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    return ((lm.visibility >= 0.5) & inside).sum(axis=1)
 
 
 def _legs_seen(lm: Landmarks) -> np.ndarray:
