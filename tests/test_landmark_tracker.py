@@ -7,6 +7,7 @@ detections the landmark network turned down, and the comparison of landmark boxe
 
 from __future__ import annotations
 
+import threading
 import time
 from itertools import pairwise
 
@@ -603,6 +604,39 @@ def test_a_person_carried_out_of_the_frame_is_no_longer_reported():
         assert (inside >= 6).all(), inside  # nobody reported beyond the edge
     last = out[-1][0]
     assert len(last.landmarks) < 2  # person 1 (hip at 350 + 30 px a frame) left the 1200 px frame
+
+
+class ThreadNotingDetector(FakeDetector):
+    """Notes the thread of every pass: the model's own, or the background detector thread."""
+
+    def __init__(self, scene: Scene) -> None:
+        super().__init__(scene)
+        self.threads: list[str] = []
+
+    def detect(self, boxes, threshold, max_people=64) -> Detections:
+        self.threads.append(threading.current_thread().name)
+        return super().detect(boxes, threshold, max_people)
+
+
+@pytest.mark.parametrize("frame_height, people, at_once", [(120, 3, True), (120, 2, False), (480, 3, False)])
+def test_detector_passes_run_at_once_while_a_group_is_close_to_the_camera(frame_height, people, at_once):
+    """With a detector lag the passes run on their own thread, two frames behind. Three people whose crops are
+    over 0.6 of the frame's height (100 px people, 150 px crops, in a 120 px frame) are a group close to the
+    camera, where a pass two frames old no longer matches where they are: then the passes run on the model thread,
+    on the frame they look at. Two such people (a webcam user and a friend), or three far ones, keep the lag."""
+    scene = Scene([(150.0 + 300.0 * i, frame_height / 2) for i in range(people)])
+    det = ThreadNotingDetector(scene)
+    tracker = LandmarkTracker(det, FakeLandmarks(scene), TrackerCfg(max_detect_every=0, detect_every=2,
+                                                                    detect_lag=2, landmark_budget=0))
+    frame = np.zeros((frame_height, 1200, 3), np.uint8)
+    for f in range(12):
+        scene.frame = f
+        res = tracker(frame, 0.3, 64)
+        assert len(res.landmarks) == people
+    later = det.threads[1:]  # the first pass, with nobody tracked yet, always runs at once
+    assert len(later) >= 4
+    main = threading.main_thread().name
+    assert all(t == main for t in later) if at_once else all(t != main for t in later), later
 
 
 @pytest.mark.parametrize("frame_height, retried", [(480, False), (180, True)])

@@ -117,6 +117,17 @@ class TrackerCfg:
             (0.3, 0.45 and 0.7 did no better, 0.8 worse); vtest.avi's video column the same over lags 1-3 (its walkers
             at the bottom edge have crops this big), agreement -0.004 / -0.007. It costs a full crop instead of a
             lite one: a close-up alone in a 640x480 picture ran 36-50 FPS instead of 39-58.
+        near_side, near_people: while at least ``near_people`` tracked people have crops of at least ``near_side``
+            of the frame's height (a group close to the camera), detector passes run on the model thread, on the
+            frame they look at, whatever ``detect_lag`` (near_side 0: never). Close to the camera a small movement
+            is many pixels, and a pass two frames old matches people where they no longer are: around a card table
+            (six friends, a photo played as a webcam-like clip) crops slid onto neighbours and ids churned. The
+            three sport and street photos played as clips: 0.43 / 0.54 -> 0.50 / 0.63; the six group photos: 0.742
+            / 0.806 -> 0.741 / 0.812. Such a scene holds few people, whom the judging network follows anyway, so
+            the pass is a smaller share of the frame's cost than in a street crowd. One or two people close to the
+            camera keep the lag: triggered by any one person, a running footballer and two basketball players as
+            clips lost 22 of 300 person-frames (and 22 false ones); on vtest.avi a walker's crop sometimes grows
+            past 0.8 of the frame, but never two crops past 0.6.
         alone_pad: a new person's crop is looked at again alone (the pixels outside their detection box, grown by
             this many box heights, blanked) when it found the same person as another new person's crop, or when
             the network turned down a detection taller than ``retry_height`` of the frame (None: never). In a
@@ -156,6 +167,8 @@ class TrackerCfg:
     retry_after: int = 3
     retry_height: float = 0.5
     judge_side: float = 0.6
+    near_side: float = 0.6
+    near_people: int = 3
     alone_pad: float | None = 0.03
     alone_iou: float = 0.5
     alone_cover: float = 0.7
@@ -327,7 +340,7 @@ class LandmarkTracker:
             dets = self.detector(frame_bgr, threshold, max_people)
         elif (scheduled or lost) and self._pending is None:
             self._since_detect = 0
-            if cfg.detect_lag <= 0:
+            if cfg.detect_lag <= 0 or self._near(tracks):
                 dets = self.detector(frame_bgr, threshold, max_people)
             else:
                 self._submit(self.detector.prepare(frame_bgr), threshold, max_people)
@@ -372,6 +385,12 @@ class LandmarkTracker:
         landmarks_ms = (time.perf_counter() - t0) * 1e3 - detect_ms
         return TrackedPoses(shown.lm, detect_ms, landmarks_ms, shown.ids.copy(), shown.stale == 0, crops,
                             detect_bg_ms)
+
+    def _near(self, tracks: _Tracks) -> bool:
+        """Someone tracked is close to the camera (see ``TrackerCfg.near_side``): detector passes run at once."""
+        cfg = self.cfg
+        near = tracks.lm.next_rois.sides >= cfg.near_side * self._hw[0]
+        return cfg.near_side > 0 and int(near.sum()) >= cfg.near_people
 
     def _first_crops(self, frame: np.ndarray, seeds: np.ndarray,
                      tracked: _Tracks) -> tuple[Landmarks, np.ndarray, int]:
