@@ -23,6 +23,21 @@ from .stats import format_summary
 log = logging.getLogger(__name__)
 
 
+def runtime_dir() -> str:
+    """A private runtime directory for Qt where the session has none: one per user, reused by every run (a new
+    temporary one per run piled up in /tmp), and a fresh one if that path is not this user's alone (mode 0700, as
+    Qt requires)."""
+    path = Path(tempfile.gettempdir()) / f"instancehmr-xdg-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = path.lstat()
+        if path.is_dir() and not path.is_symlink() and st.st_uid == os.getuid() and st.st_mode & 0o077 == 0:
+            return str(path)
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix="instancehmr-xdg-")
+
+
 def open_window(cfg: AppCfg, out_dir: Path | None = None):
     """Create the QApplication (if needed), the session and the window; nothing is started yet.
 
@@ -36,7 +51,7 @@ def open_window(cfg: AppCfg, out_dir: Path | None = None):
     from .window_services import AppServices
 
     if not os.environ.get("XDG_RUNTIME_DIR"):  # Qt and Mesa complain loudly without one (containers, CI)
-        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="instancehmr-xdg-")
+        os.environ["XDG_RUNTIME_DIR"] = runtime_dir()
     sys.setswitchinterval(0.002)  # let the GUI thread take the GIL back quickly from busy workers
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     bridge = FrameBridge()

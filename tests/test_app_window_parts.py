@@ -3,6 +3,7 @@ history, the seek API of the capture thread and the pipeline, and the window's s
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -392,3 +393,23 @@ def test_a_source_that_cannot_seek_plays_on(clip):
         assert len(got) >= n + 5 and got == sorted(got)  # frames keep coming, in order, from where it was
     finally:
         pipe.stop()
+
+
+def test_qt_runtime_dir_is_one_private_dir_per_user_reused_by_every_run(tmp_path, monkeypatch):
+    """Without XDG_RUNTIME_DIR (containers) the window makes one for Qt: the same private one on every run (a new
+    temporary directory per run piled up), and a fresh one where that path is not this user's alone."""
+    import tempfile
+
+    from app.gui import runtime_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = Path(runtime_dir())
+    assert first == tmp_path / f"instancehmr-xdg-{os.getuid()}" and first.is_dir()
+    assert first.stat().st_mode & 0o777 == 0o700
+    assert Path(runtime_dir()) == first and len(list(tmp_path.iterdir())) == 1
+    first.chmod(0o755)  # readable by others: Qt refuses it, and so does this
+    other = Path(runtime_dir())
+    assert other != first and other.parent == tmp_path and other.stat().st_mode & 0o777 == 0o700
+    first.rmdir()
+    first.symlink_to(other)  # someone else's link in a shared /tmp
+    assert Path(runtime_dir()) not in (first, other)
