@@ -128,19 +128,12 @@ def qapp(xserver):
     building the ninth of a run aborted the interpreter inside QApplication's constructor on one CI machine, so
     the in-process window tests now share this one, and their windows come and go on it.
     """
-    saved = {k: os.environ.get(k) for k in ("DISPLAY", "QT_QPA_PLATFORM")}
-    os.environ["DISPLAY"] = xserver
-    os.environ.pop("QT_QPA_PLATFORM", None)
     from PyQt5 import QtWidgets
 
-    try:
+    with pytest.MonkeyPatch.context() as env:  # the display only while the application connects to it
+        env.setenv("DISPLAY", xserver)
+        env.delenv("QT_QPA_PLATFORM", raising=False)
         app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["pytest"])
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     yield app
     app.closeAllWindows()
     app.processEvents()
