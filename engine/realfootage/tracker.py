@@ -77,8 +77,8 @@ class TrackerCfg:
         detect_lag: 0 runs the detector on the model's own thread, on the frame it looks at; N > 0 runs it on a
             thread of its own (the other CPU core) while the landmarks of the next frames are measured, and takes
             its people in N frames later: matched to where the tracks were on the pass's frame (moved back by
-            their velocity N frames) and cropped from the current frame. When nobody is tracked it always runs at
-            once.
+            their velocity N frames) and cropped from the current frame. When nobody is tracked, or a group is
+            close to the camera (``near_side``), it runs at once.
         landmark_budget: landmark crops of tracked people per frame, on average (0 = everyone on every frame); a
             fraction alternates (1.5: one crop, then two). The stalest people are measured. New people's first
             crops come on top: making later frames pay for them was measured to cost precision (on vtest.avi,
@@ -387,7 +387,7 @@ class LandmarkTracker:
                             detect_bg_ms)
 
     def _near(self, tracks: _Tracks) -> bool:
-        """Someone tracked is close to the camera (see ``TrackerCfg.near_side``): detector passes run at once."""
+        """A group is close to the camera (``TrackerCfg.near_side``, ``near_people``): passes run at once."""
         cfg = self.cfg
         near = tracks.lm.next_rois.sides >= cfg.near_side * self._hw[0]
         return cfg.near_side > 0 and int(near.sum()) >= cfg.near_people
