@@ -32,7 +32,6 @@ from .paths import shown
 from .recording import VideoRecorder
 from .render import CenterAnnotator, MeshAnnotator, Scene, SkeletonAnnotator, render_overlay
 from .render.lod import tiny_faces
-from .render.projection import person_boxes
 from .smoothing import PeopleSmoother
 from .stages import Handoff, Pacer, Stage
 from .stats import Stats, StatsSnapshot
@@ -257,8 +256,7 @@ class Pipeline:
             result = self.model(frame.image, PeopleQuery(st.threshold, st.max_people))
             people, box = result.people, result.box
             t3 = time.perf_counter()
-            centers, sizes = person_boxes(people.cam, box)
-            upd = self.tracker.update(centers, sizes, people.cam[:, 0], people.body_pose)
+            upd = self.tracker.assign(people, box, frame.image)
             people.track_ids = upd.ids
             self.smoother.drop(upd.ended)
             if st.smooth and self.cfg.temporal:

@@ -14,7 +14,9 @@ box around its rendered mesh (see engine.realfootage.evaluate). Prints one line 
 mode: ``--annotations tests/data/closeup_boxes.json --modes cold --zoom 1 1.3 1.7`` is the webcam case.
 ``clip`` plays every photo as a webcam-like clip (``--clip-frames`` frames of a slow zoom and sway, see
 engine.realfootage.evaluate.swayed; photos wider than 960 px are scaled down first) with tracking on and scores
-every frame; ``clip_cold`` scores the same frames each on its own, the model's best on them.
+every frame, and through the app's id tracker (``app.tracking.Tracker.assign``, as the app runs it) counts how
+often a found person's id changed and how many ids each had (``id_switches``, ``extra_ids``); ``clip_cold``
+scores the same frames each on its own, the model's best on them.
 """
 
 from __future__ import annotations
@@ -129,8 +131,11 @@ def evaluate(args) -> dict:
                 continue
             photo = cv2.imread(im.get("path") or str(DATA / im["source"]))
             if mode in ("clip", "clip_cold"):
-                for s in play_clip(model, body, photo, im, query, args, cold=mode == "clip_cold"):
+                scores, identities = play_clip(model, body, photo, im, query, args, cold=mode == "clip_cold")
+                for s in scores:
                     score.add(s)
+                if identities is not None:
+                    score.identities.append(identities)
                 continue
             for z in args.zoom if mode == "cold" else [1.0]:
                 frame, seen = zoomed(photo, im, z)
@@ -144,11 +149,13 @@ def evaluate(args) -> dict:
     return report
 
 
-def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> list:
-    """Scores of every frame of ``photo`` played as a webcam-like clip (tracked, or each frame ``cold``)."""
+def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> tuple[list, object]:
+    """Scores of every frame of ``photo`` played as a webcam-like clip (tracked, or each frame ``cold``), and
+    when tracked how steadily its people kept their ids (the app's own id assignment)."""
     import cv2
 
-    from engine.realfootage.evaluate import score_image, swayed
+    from app.tracking import Tracker
+    from engine.realfootage.evaluate import IdentityScore, score_image, swayed
 
     k = min(1.0, CLIP_WIDTH / photo.shape[1])
     if k < 1.0:
@@ -156,18 +163,22 @@ def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> list:
         im = {**im, "people": [{**p, "box": [v * k for v in p["box"]]} for p in im["people"]],
               "ignore": [[v * k for v in r] for r in im.get("ignore", [])]}
     model.reset()
-    scores = []
+    tracker = Tracker()
+    scores, ids = [], []
     for i in range(args.clip_frames):
         frame, seen = swayed(photo, im, i)
         if cold:
             model.reset()
-        boxes, _ = predicted_boxes(model, body, frame, query)
+        boxes, result = predicted_boxes(model, body, frame, query)
+        ids.append(tracker.assign(result.people, result.box, frame).ids)
         scores.append(score_image(boxes, seen["people"], seen.get("ignore", []), args.iou))
     found = sum(s.tp for s in scores)
     total = sum(s.tp + s.fn for s in scores)
+    identities = None if cold else IdentityScore.of_clip(scores, ids)
     print(f"[{'clip_cold' if cold else 'clip'}] {im['source']}: {found}/{total} person-frames found, "
-          f"{sum(s.fp for s in scores)} false")
-    return scores
+          f"{sum(s.fp for s in scores)} false" + ("" if cold else f", {identities.switches} id switches, "
+                                                  f"{identities.extra_ids} extra ids"))
+    return scores, identities
 
 
 def agreement(args, step: int = 10) -> dict:

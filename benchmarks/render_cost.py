@@ -113,7 +113,6 @@ def replay(scenes: list, repeat: int, live_budget: int, tiny: int) -> dict:
 
     from app.render import MeshAnnotator, Scene, render_overlay
     from app.render.lod import tiny_faces
-    from app.render.projection import person_boxes
     from app.session import coarse_faces, live_faces
     from app.smoothing import PeopleSmoother
     from app.tracking import Tracker
@@ -131,8 +130,7 @@ def replay(scenes: list, repeat: int, live_budget: int, tiny: int) -> dict:
         tracker, smoother = Tracker(), PeopleSmoother(1.0)
         for k, (img, people, box) in enumerate(scenes):
             c0, t0 = time.thread_time(), time.perf_counter()
-            centers, sizes = person_boxes(people.cam, box)
-            upd = tracker.update(centers, sizes, people.cam[:, 0], people.body_pose)
+            upd = tracker.assign(people, box)
             p = replace(people, track_ids=upd.ids)
             smoother.drop(upd.ended)
             p = smoother.apply(p, k / 10.0)

@@ -170,3 +170,52 @@ def test_smoother_survives_wild_rotations():
     for f in range(30):
         out = sm.apply(_people(rng.normal(0, 2.0, (4, 3)), [0, 1, 2, 3]), f / 30)
         assert np.isfinite(out.global_orient).all()
+
+
+def _bounce(with_frames: bool) -> list[np.ndarray]:
+    """IDs of two people alike in size and pose, a red and a blue shirt, who walk towards each other along one
+    line, meet and turn back: where they meet their centres coincide, and after it the constant-velocity
+    prediction points each at the other. Only their colours tell who is who."""
+    from engine.types import Letterbox
+
+    box = Letterbox.for_frame(480, 640, 512)
+    size = 150.0  # pixels per metre
+    tr = Tracker()
+    out = []
+    for f in range(20):
+        step = 8.0 * (min(f, 10) - max(f - 10, 0))
+        xs = np.array([240.0 + step, 400.0 - step])
+        centers = np.stack([xs, np.full(2, 300.0)], axis=1)
+        frame = np.full((480, 640, 3), 128, np.uint8)
+        for k in ([0, 1] if f % 2 else [1, 0]):  # who is in front changes every frame
+            cx, cy = centers[k]
+            frame[int(cy - 0.5 * size):int(cy), int(cx - 0.15 * size):int(cx + 0.15 * size)] = \
+                (0, 0, 220) if k == 0 else (220, 60, 0)
+        norm = box.original_to_norm(centers.astype(np.float32))
+        cam = np.concatenate([np.full((2, 1), 2.0 * size / box.padded_side), norm], axis=1).astype(np.float32)
+        p = People(center_preds=np.zeros((2, 2), np.float32), center_confs=np.ones(2, np.float32), cam=cam,
+                   global_orient=np.zeros((2, 3), np.float32), body_pose=np.zeros((2, 69), np.float32),
+                   betas=np.zeros((2, 10), np.float32), cam_trans=np.zeros((2, 3), np.float32),
+                   track_ids=np.full(2, -1, np.int64))
+        out.append(tr.assign(p, box, frame if with_frames else None).ids)
+    return out
+
+
+def test_shirt_colours_keep_ids_where_motion_cannot():
+    plain, looked = _bounce(False), _bounce(True)
+    assert plain[0][0] != plain[0][1]
+    # while their torsos overlap (frames 10-12) the colours are mixed too; once apart, each has their own id again
+    np.testing.assert_array_equal(plain[-1], plain[0][::-1])  # motion alone swapped them for good
+    for ids in looked[:10] + looked[13:]:
+        np.testing.assert_array_equal(ids, looked[0])
+
+
+def test_torso_looks_skip_people_too_small_to_see():
+    from app.tracking import LOOK_MIN_PX, torso_looks
+
+    frame = np.zeros((200, 200, 3), np.uint8)
+    frame[:, :, 2] = 200
+    looks = torso_looks(frame, np.array([[100.0, 150.0], [100.0, 150.0]]),
+                        np.array([LOOK_MIN_PX / 0.24 + 1, LOOK_MIN_PX / 0.24 - 1]))
+    assert np.isclose(looks[0].sum(), 1.0) and looks[0].max() == 1.0  # one colour: one bin
+    assert np.isnan(looks[1]).all()

@@ -16,7 +16,7 @@ import torch
 from app.config import REALFOOTAGE_DIR
 from engine.errors import ModelFileError
 from engine.realfootage.detector import STRIDES, PersonDetector, cover_matrix, iou_matrix, nms
-from engine.realfootage.evaluate import Score, load_annotations, mesh_boxes, score_image, swayed, zoomed
+from engine.realfootage.evaluate import IdentityScore, Score, load_annotations, mesh_boxes, score_image, swayed, zoomed
 from engine.realfootage.roi import (
     NARROW_CUT_HEIGHT,
     Rois,
@@ -148,6 +148,20 @@ def test_nms_and_scoring():
     assert mesh_boxes(np.array([[[1, 2], [5, 9], [3, 0]]])).tolist() == [[1, 0, 5, 9]]
     # a body reaching out of a 8x6 frame is boxed where the picture shows it
     assert mesh_boxes(np.array([[[-4, 2], [5, 9], [3, 1]]]), (6, 8)).tolist() == [[0, 1, 5, 6]]
+
+
+def test_identity_score_counts_id_changes_of_each_found_person():
+    people = [{"box": [0, 0, 10, 20]}, {"box": [50, 0, 60, 20]}]
+    a, b = [0, 0, 10, 20], [50, 0, 60, 20]
+    # frame by frame: the predictions (in changing order), and the id the tracker gave each
+    frames = [([a, b], [3, 4]), ([b, a], [4, 3]), ([a], [4]), ([a, b], [3, 7]), ([b], [4])]
+    scores = [score_image(np.array(boxes, np.float32), people, []) for boxes, _ in frames]
+    assert [sorted(s.matched.items()) for s in scores][:2] == [[(0, 0), (1, 1)], [(0, 1), (1, 0)]]
+    ids = IdentityScore.of_clip(scores, [np.array(i) for _, i in frames])
+    # person 0: 3 3 4 3 (two changes, one extra id); person 1: 4 4 7 4 (two changes, one extra id)
+    assert (ids.switches, ids.extra_ids, ids.found, ids.people) == (4, 2, 8, 2)
+    total = Score(images=scores, identities=[ids, ids]).summary()
+    assert total["id_switches"] == 8 and total["ids_per_person"] == 2.0
 
 
 def test_box_overlaps():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,7 @@ import numpy as np
 
 from .detector import iou_matrix
 
-__all__ = ["ImageScore", "Score", "load_annotations", "mesh_boxes", "score_image", "swayed", "zoomed"]
+__all__ = ["IdentityScore", "ImageScore", "Score", "load_annotations", "mesh_boxes", "score_image", "swayed", "zoomed"]
 
 
 def load_annotations(path: str | Path) -> list[dict]:
@@ -65,7 +66,8 @@ def _ioa(pred: np.ndarray, regions: np.ndarray) -> np.ndarray:
 @dataclass
 class ImageScore:
     """Counts for one image: true positives (non-hard people found), misses, false positives, hard people found,
-    and for every match the predicted/true box height ratio."""
+    for every match the predicted/true box height ratio, and which prediction matched each person (``matched``:
+    person index -> prediction index, hard people included), so a clip can follow a person's id."""
 
     tp: int
     fn: int
@@ -74,6 +76,7 @@ class ImageScore:
     hard_total: int
     height_ratios: list[float] = field(default_factory=list)
     giant: int = 0
+    matched: dict[int, int] = field(default_factory=dict)
 
 
 def score_image(pred: np.ndarray, people: list[dict], ignore: list, iou: float = 0.5) -> ImageScore:
@@ -82,7 +85,7 @@ def score_image(pred: np.ndarray, people: list[dict], ignore: list, iou: float =
     hard = np.asarray([bool(p.get("hard", False)) for p in people], bool)
     pred = np.asarray(pred, np.float32).reshape(-1, 4)
     ious = iou_matrix(pred, gt) if len(pred) and len(gt) else np.zeros((len(pred), len(gt)))
-    matched_p, matched_g = set(), set()
+    matched_p, matched_g, pairs = set(), set(), {}
     for flat in np.argsort(-ious, axis=None):
         i, j = divmod(int(flat), max(len(gt), 1))
         if ious[i, j] < iou:
@@ -91,6 +94,7 @@ def score_image(pred: np.ndarray, people: list[dict], ignore: list, iou: float =
             continue
         matched_p.add(i)
         matched_g.add(j)
+        pairs[j] = i
     tp = sum(1 for j in matched_g if not hard[j])
     hard_found = sum(1 for j in matched_g if hard[j])
     unmatched = np.asarray([i for i in range(len(pred)) if i not in matched_p], np.int64)
@@ -109,7 +113,8 @@ def score_image(pred: np.ndarray, people: list[dict], ignore: list, iou: float =
         ratios.append(float((pred[i, 3] - pred[i, 1]) / max(heights_gt[j], 1.0)))
     tallest = float(heights_gt.max()) if len(gt) else float("inf")
     giant = int(((pred[:, 3] - pred[:, 1]) > 2.0 * tallest).sum()) if len(pred) else 0
-    return ImageScore(tp, int((~hard).sum()) - tp, fp, hard_found, int(hard.sum()), ratios, giant)
+    return ImageScore(tp, int((~hard).sum()) - tp, fp, hard_found, int(hard.sum()), ratios, giant,
+                      pairs)
 
 
 @dataclass
@@ -117,6 +122,7 @@ class Score:
     """Totals over a set of images."""
 
     images: list[ImageScore] = field(default_factory=list)
+    identities: list[IdentityScore] = field(default_factory=list)
 
     def add(self, s: ImageScore) -> None:
         self.images.append(s)
@@ -143,7 +149,43 @@ class Score:
                 "hard_people": sum(s.hard_total for s in self.images),
                 "false_positives": sum(s.fp for s in self.images),
                 "giant_bodies": sum(s.giant for s in self.images),
-                "height_ratio_median": float(np.median(ratios)) if ratios else float("nan")}
+                "height_ratio_median": float(np.median(ratios)) if ratios else float("nan"),
+                **(IdentityScore.total(self.identities).summary() if self.identities else {})}
+
+
+@dataclass
+class IdentityScore:
+    """How steadily a clip's people keep one id: over the frames where a person is found, ``switches`` counts
+    the frames whose id differs from the person's previous one, ``extra_ids`` the ids a person had beyond the
+    first, over ``found`` person-frames. A churning tracker (a person's crop lost and found again under a new id,
+    two people's ids swapped) raises both; the recall of the same frames does not see it."""
+
+    switches: int = 0
+    extra_ids: int = 0
+    found: int = 0
+    people: int = 0
+
+    @classmethod
+    def of_clip(cls, frames: list[ImageScore], ids: list[np.ndarray]) -> IdentityScore:
+        """``ids[f][k]``: the id of prediction k on frame f (the frames' ``matched`` name the predictions)."""
+        seen: dict[int, list[int]] = {}
+        for score, frame_ids in zip(frames, ids, strict=True):
+            for person, pred in score.matched.items():
+                seen.setdefault(person, []).append(int(frame_ids[pred]))
+        out = cls(people=len(seen))
+        for track in seen.values():
+            out.found += len(track)
+            out.switches += sum(a != b for a, b in pairwise(track))
+            out.extra_ids += len(set(track)) - 1
+        return out
+
+    @classmethod
+    def total(cls, parts: list[IdentityScore]) -> IdentityScore:
+        return cls(*(sum(getattr(p, k) for p in parts) for k in ("switches", "extra_ids", "found", "people")))
+
+    def summary(self) -> dict[str, float]:
+        return {"id_switches": self.switches, "id_switches_per_100": 100.0 * self.switches / max(self.found, 1),
+                "extra_ids": self.extra_ids, "ids_per_person": 1.0 + self.extra_ids / max(self.people, 1)}
 
 
 def zoomed(photo: np.ndarray, im: dict, zoom: float) -> tuple[np.ndarray, dict]:
