@@ -751,3 +751,44 @@ def test_a_tall_detection_the_network_turned_down_is_looked_at_again_alone_unles
     group = Group(boxes, salience=[0.0, 1.0, 0.5], shy={0, 2}, reach=0.25)
     cfg = TrackerCfg(landmark_budget=0, alone_cover=alone_cover)
     assert _found(group, cfg) == expected
+
+
+class ScoredDetector(GroupDetector):
+    """Fixed boxes with their own scores; like NanoDet it returns those above the threshold it is run at."""
+
+    def __init__(self, boxes, scores) -> None:
+        super().__init__(boxes)
+        self.scores = np.asarray(scores, np.float32)
+
+    def detect(self, boxes, threshold, max_people=64) -> Detections:
+        self.passes += 1
+        keep = self.scores > threshold
+        return Detections(boxes[keep], self.scores[keep])
+
+
+class NotingGroup(Group):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.centers: list[np.ndarray] = []
+
+    def __call__(self, rgb, rois: Rois, keep: np.ndarray | None = None) -> Landmarks:
+        self.centers += list(rois.centers)
+        return super().__call__(rgb, rois, keep)
+
+
+@pytest.mark.parametrize("faint_score", [0.2, None])
+def test_a_tall_faint_detection_clear_of_everyone_is_looked_at(faint_score):
+    """Person 0 scores 0.9; person 1, as tall and standing apart, 0.25 (NanoDet scores some plainly visible people
+    in unusual clothes like that), which is under the 0.35 threshold; person 2 scores 0.25 too but is short (a
+    distant figure, where a faint box is as often a signboard); box 3 is a faint box straddling person 0. Only
+    person 1 is worth a look: cropped, the landmark network decides."""
+    boxes = [[100, 60, 300, 460], [700, 60, 900, 460], [1000, 300, 1080, 460], [220, 60, 420, 460]]
+    group = NotingGroup(boxes[:3], salience=[1.0, 1.0, 1.0])
+    det = ScoredDetector(boxes, [0.9, 0.25, 0.25, 0.25])
+    tracker = LandmarkTracker(det, group, TrackerCfg(landmark_budget=0, faint_score=faint_score))
+    res = tracker(FRAME, 0.35, 64)
+    mid = res.landmarks.image[:, 23:25, :2].mean(axis=1)
+    found = sorted(int(np.argmin(np.linalg.norm(group.hips - m, axis=1))) for m in mid)
+    assert found == ([0, 1] if faint_score else [0])
+    cropped_x = sorted(round(float(c[0])) for c in group.centers)
+    assert cropped_x == ([200, 800] if faint_score else [200])  # never the short one, never the straddling box
