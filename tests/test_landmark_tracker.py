@@ -792,3 +792,38 @@ def test_a_tall_faint_detection_clear_of_everyone_is_looked_at(faint_score):
     assert found == ([0, 1] if faint_score else [0])
     cropped_x = sorted(round(float(c[0])) for c in group.centers)
     assert cropped_x == ([200, 800] if faint_score else [200])  # never the short one, never the straddling box
+
+
+def _textured(scene: Scene, rng: np.random.Generator, texture: np.ndarray) -> np.ndarray:
+    """The frame: a flat grey background with each person a patch of their own texture (for the optical flow)."""
+    frame = np.full(FRAME.shape, 90, np.uint8)
+    for i, (x1, y1, x2, y2) in enumerate(np.round(scene.boxes()).astype(int)):
+        frame[y1:y2, x1:x2] = texture[i, : y2 - y1, : x2 - x1]
+    return frame
+
+
+@pytest.mark.parametrize("flow", [True, False])
+def test_people_carried_between_measurements_follow_the_optical_flow(flow):
+    """Two people, one landmark crop a frame: each is carried forward every other frame. Person 0 walks at 3 px a
+    frame, then side-steps 24 px at once; on the frames they are carried the flow of their landmarks puts them
+    where they are, where the velocity alone leaves them behind."""
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (2, 120, 60, 3), dtype=np.uint8)
+    scene = Scene([(300.0, 240.0), (800.0, 240.0)])
+    scene.jumps = {0: (6, 24.0)}
+    tracker = LandmarkTracker(FakeDetector(scene), FakeLandmarks(scene),
+                              TrackerCfg(detect_every=1000, landmark_budget=1, flow=flow))
+    errors = []
+    for f in range(12):
+        scene.frame = f
+        res = tracker(_textured(scene, rng, texture), 0.3, 64)
+        mid = res.landmarks.image[:, 23:25, :2].mean(axis=1)
+        true = scene.hips()
+        for k in np.flatnonzero(~res.refreshed):
+            errors.append((f, float(np.min(np.linalg.norm(true - mid[k], axis=1)))))
+    late = [e for f, e in errors if f >= 6]
+    assert len(late) >= 4
+    if flow:
+        assert max(e for _, e in errors) < 1.5
+    else:
+        assert max(late) > 15.0  # the step the velocity did not see
