@@ -6,7 +6,8 @@ landmarks, and the 2D-pose-guided regressors (3DCrowdNet, JOTR) take them as the
 1. **Landmarks** (BlazePose) for the tracked people in one batched call, on an upright crop whose framing comes
    from the previous frame's auxiliary alignment points (mid-hip and scale point), as the network was trained.
    With a ``landmark_budget`` of B crops per frame (on average) only the stalest tracked people are measured; the
-   others are carried forward at their image velocity with their last pose. That
+   others are carried forward with their last pose, moved by the optical flow of their landmarks (see
+   ``TrackerCfg.flow``; by their image velocity where the flow holds too few points). That
    is how a crowd stays live on two CPU cores: the landmark network costs per crop, and a person's pose rarely
    changes much in the 2-3 frames they wait.
    These crops can use a lighter network than the one that judges new people (``follow``: BlazePose lite behind
@@ -223,7 +224,8 @@ class TrackedPoses:
         ids: [N] the tracker's own id of each person (stable while the track lives), so a model can keep
             per-person results of people whose landmarks were carried forward.
         refreshed: [N] True where the landmarks were measured on this frame, False where they were carried
-            forward from an earlier one (moved by the person's image velocity, same pose).
+            forward from an earlier one (moved by the flow of their landmarks or their image velocity, same
+            pose).
         crops: landmark crops run on this frame (what it cost, in network calls).
         detect_bg_ms: run time of the background detector pass taken in on this frame (its own thread; the model
             thread's wait for it is in ``detect_ms``).
