@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .render.colors import PALETTE_BGR
 from .render.projection import person_boxes
 
 if TYPE_CHECKING:
@@ -141,6 +142,19 @@ class Tracker:
         cost[cost > cfg.gate] = _INFEASIBLE
         return cost
 
+    def _new_id(self) -> int:
+        """The next id whose colour (the palette is indexed by id, see :mod:`app.render.colors`) no live track
+        has, where one is free: ids count up with gaps, and two people in view are never drawn alike while fewer
+        than ``len(PALETTE_BGR)`` are tracked (a plain count gave ids 3 and 13 one colour side by side)."""
+        n = len(PALETTE_BGR)
+        taken = {t.id % n for t in self.tracks}
+        new = self._next_id
+        if len(taken) < n:
+            while new % n in taken:
+                new += 1
+        self._next_id = new + 1
+        return new
+
     def assign(self, people: People, box: Letterbox, frame: np.ndarray | None = None) -> TrackUpdate:
         """IDs for one frame's people, from their projected centres and sizes, scales and poses (the one path
         the app, the benchmarks and the tests take)."""
@@ -193,9 +207,8 @@ class Tracker:
             keep.append(t)
         self.tracks = keep
         for c in np.flatnonzero(ids < 0):
-            t = Track(self._next_id, centers[c].astype(np.float64), float(sizes[c]), float(scales[c]),
+            t = Track(self._new_id(), centers[c].astype(np.float64), float(sizes[c]), float(scales[c]),
                       poses[c].copy(), look=None if looks is None or np.isnan(looks[c]).any() else looks[c])
-            self._next_id += 1
             self.tracks.append(t)
             ids[c] = t.id
         return TrackUpdate(ids, ended)

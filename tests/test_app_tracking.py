@@ -219,3 +219,20 @@ def test_torso_looks_skip_people_too_small_to_see():
                         np.array([LOOK_MIN_PX / 0.24 + 1, LOOK_MIN_PX / 0.24 - 1]))
     assert np.isclose(looks[0].sum(), 1.0) and looks[0].max() == 1.0  # one colour: one bin
     assert np.isnan(looks[1]).all()
+
+
+def test_new_ids_skip_the_colours_of_people_still_tracked():
+    from app.render.colors import PALETTE_BGR, track_color
+
+    n = len(PALETTE_BGR)
+    tr = Tracker()
+    z = np.zeros((n, 69))
+    xs = np.stack([np.arange(n) * 200.0, np.full(n, 300.0)], axis=1)
+    assert tr.update(xs, np.full(n, 50.0), np.full(n, 0.2), z).ids.tolist() == list(range(n))
+    for _ in range(tr.cfg.max_age + 1):  # everyone but person 0 leaves
+        tr.update(xs[:1], np.full(1, 50.0), np.full(1, 0.2), z[:1])
+    far = np.array([[5000.0, 300.0], [6000.0, 300.0]])
+    ids = tr.update(np.concatenate([xs[:1], far]), np.full(3, 50.0), np.full(3, 0.2), z[:3]).ids
+    # a plain count would give the newcomers ids n and n + 1, the first drawn in person 0's colour
+    assert ids.tolist() == [0, n + 1, n + 2]
+    assert len({track_color(int(i)) for i in ids}) == 3
