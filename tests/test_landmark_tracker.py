@@ -11,6 +11,7 @@ import threading
 import time
 from itertools import pairwise
 
+import cv2
 import numpy as np
 import pytest
 
@@ -827,3 +828,28 @@ def test_people_carried_between_measurements_follow_the_optical_flow(flow):
         assert max(e for _, e in errors) < 1.5
     else:
         assert max(late) > 15.0  # the step the velocity did not see
+
+
+@pytest.mark.parametrize("width", [800, 3000])
+def test_the_flow_of_a_large_frame_is_read_smaller_and_measured_in_frame_pixels(width):
+    """A frame wider than FLOW_MAX_SIDE is read downscaled (a 4K frame's flow costs 8x a 1280 px one's); the steps
+    come back in the frame's own pixels."""
+    from engine.realfootage.tracker import FLOW_MAX_SIDE, _flow_frame, _landmark_flow
+
+    rng = np.random.default_rng(3)
+    h = width * 3 // 4
+    small = rng.integers(0, 256, (h // 8, width // 8, 3), dtype=np.uint8)
+    a = cv2.GaussianBlur(cv2.resize(small, (width, h), interpolation=cv2.INTER_CUBIC), (0, 0), 2.0)
+    shift = np.array([16.0, -8.0])
+    b = cv2.warpAffine(a, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), (width, h), borderMode=cv2.BORDER_REFLECT)
+    (ga, ka), (gb, kb) = _flow_frame(a), _flow_frame(b)
+    assert ka == kb == min(1.0, FLOW_MAX_SIDE / width) and max(ga.shape) <= FLOW_MAX_SIDE
+    pts = rng.uniform([0.3 * width, 0.3 * h], [0.7 * width, 0.7 * h], (1, NUM_LANDMARKS, 2)).astype(np.float32)
+    image = np.concatenate([pts, np.zeros((1, NUM_LANDMARKS, 1), np.float32)], axis=2)
+    ones = np.ones((1, NUM_LANDMARKS), np.float32)
+    lm = Landmarks(image, ones, ones, np.zeros((1, NUM_LANDMARKS, 3), np.float32), np.ones(1, np.float32),
+                   Rois(np.zeros((1, 2), np.float32), np.ones(1, np.float32), np.zeros(1, np.float32)))
+    ok, step, zoom = _landmark_flow(ga, gb, ka, lm, 6)
+    assert ok[0]
+    np.testing.assert_allclose(step[0], shift, atol=1.0 / ka * 0.5)
+    assert abs(zoom[0] - 1.0) < 0.02

@@ -65,6 +65,7 @@ REFRAME_SAME_PLACE = 0.15  # a re-framing detection this close to the track (in 
 FLOW_WINDOW = (15, 15)
 FLOW_LEVELS = 2
 FLOW_MAX_ZOOM = 1.25
+FLOW_MAX_SIDE = 1280  # larger frames are read at this size: the flow of a 4K frame cost 24 ms, at 1280 px 3 ms
 
 
 @dataclass(frozen=True)
@@ -568,7 +569,7 @@ class LandmarkTracker:
         t = self._tracks
         if self.cfg.landmark_budget <= 0:
             return t
-        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if self.cfg.flow else None
+        gray, scale = _flow_frame(frame) if self.cfg.flow else (None, 1.0)
         prev, self._prev_gray = self._prev_gray, gray
         if len(t) == 0:
             return t
@@ -576,7 +577,7 @@ class LandmarkTracker:
         step = np.nan_to_num(t.vel)  # unknown yet: stay put
         zoom = np.ones(len(t), np.float32)
         if gray is not None and prev is not None and prev.shape == gray.shape:
-            flowed, flow_step, flow_zoom = _landmark_flow(prev, gray, lm, self.cfg.flow_min_points)
+            flowed, flow_step, flow_zoom = _landmark_flow(prev, gray, scale, lm, self.cfg.flow_min_points)
             step[flowed], zoom[flowed] = flow_step[flowed], flow_zoom[flowed]
         hip = _mid_hip(lm)
         image = lm.image.copy()
@@ -786,21 +787,31 @@ def _reframed(tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray, scale: float
     return replace(tracks, lm=lm, anchor=anchor, vel=vel, framed=framed)
 
 
-def _landmark_flow(prev: np.ndarray, gray: np.ndarray, lm: Landmarks,
+def _flow_frame(frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """The frame as the flow reads it: grey, no larger than ``FLOW_MAX_SIDE`` (and its scale to the frame)."""
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    scale = min(1.0, FLOW_MAX_SIDE / max(gray.shape))
+    if scale < 1.0:
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return gray, scale
+
+
+def _landmark_flow(prev: np.ndarray, gray: np.ndarray, scale: float, lm: Landmarks,
                    min_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each person's move from ``prev`` to ``gray`` (grey frames) by the pyramidal Lucas-Kanade flow of their visible
-    landmarks: (where at least ``min_points`` were tracked [N] bool, the median step [N, 2] in pixels, the scale
-    change about the mid-hip [N], from a similarity fitted by least median of squares and kept within
-    ``FLOW_MAX_ZOOM``)."""
+    """Each person's move from ``prev`` to ``gray`` (grey frames from :func:`_flow_frame`, ``scale`` times the
+    frame's size) by the pyramidal Lucas-Kanade flow of their visible landmarks: (where at least ``min_points``
+    were tracked [N] bool, the median step [N, 2] in frame pixels, the scale change about the mid-hip [N], from a
+    similarity fitted by least median of squares and kept within ``FLOW_MAX_ZOOM``)."""
     n = len(lm)
     ok, step, zoom = np.zeros(n, bool), np.zeros((n, 2), np.float32), np.ones(n, np.float32)
     seen = lm.visibility >= 0.5
-    pts = lm.image[:, :, :2][seen].astype(np.float32)
+    pts = lm.image[:, :, :2][seen].astype(np.float32) * scale
     if not len(pts):
         return ok, step, zoom
     nxt, status, _ = cv2.calcOpticalFlowPyrLK(prev, gray, pts.reshape(-1, 1, 2), None, winSize=FLOW_WINDOW,
                                               maxLevel=FLOW_LEVELS)
-    moved = nxt.reshape(-1, 2) - pts
+    moved = (nxt.reshape(-1, 2) - pts) / scale
+    pts = pts / scale
     good = status.reshape(-1) == 1
     owner = np.nonzero(seen)[0]
     for i in range(n):
