@@ -60,8 +60,8 @@ CUT_DRIFT_SHIFT = 0.15
 # (CUT_DRIFT_ZOOM against the new detection). Bounded at 1.25 her body still settled at 0.8 of her size.
 CUT_HOLD_ZOOM = 1.1
 REFRAME_SAME_PLACE = 0.15  # a re-framing detection this close to the track (in its heights) is the same person
-# Pyramidal Lucas-Kanade flow of carried people's landmarks (see TrackerCfg.flow): a 15-px window on 3 levels follows
-# a walker's 10-30 px steps between frames; a scale change per frame beyond FLOW_MAX_ZOOM is a flow failure.
+# Pyramidal Lucas-Kanade flow of carried people's landmarks (see TrackerCfg.flow): a 15-px window on 3 pyramid levels
+# (maxLevel 2) follows a walker's steps between frames; a scale change per frame beyond FLOW_MAX_ZOOM is a flow failure.
 FLOW_WINDOW = (15, 15)
 FLOW_LEVELS = 2
 FLOW_MAX_ZOOM = 1.25
@@ -207,10 +207,10 @@ class TrackerCfg:
     min_seed_height: float = 24.0
     velocity_smoothing: float = 0.5
     faint_score: float | None = 0.2
-    flow: bool = True
-    flow_min_points: int = 6
     faint_height: float = 0.5
     faint_overlap: float = 0.1
+    flow: bool = True
+    flow_min_points: int = 6
 
 
 @dataclass
