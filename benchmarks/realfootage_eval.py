@@ -27,8 +27,12 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.realfootage.evaluate import IdentityScore
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -149,7 +153,7 @@ def evaluate(args) -> dict:
     return report
 
 
-def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> tuple[list, object]:
+def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> tuple[list, IdentityScore | None]:
     """Scores of every frame of ``photo`` played as a webcam-like clip (tracked, or each frame ``cold``), and
     when tracked how steadily its people kept their ids (the app's own id assignment)."""
     import cv2
@@ -170,7 +174,8 @@ def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> tuple[li
         if cold:
             model.reset()
         boxes, result = predicted_boxes(model, body, frame, query)
-        ids.append(tracker.assign(result.people, result.box, frame).ids)
+        if not cold:  # cold frames have no ids to follow
+            ids.append(tracker.assign(result.people, result.box, frame).ids)
         scores.append(score_image(boxes, seen["people"], seen.get("ignore", []), args.iou))
     found = sum(s.tp for s in scores)
     total = sum(s.tp + s.fn for s in scores)
