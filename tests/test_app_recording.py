@@ -35,6 +35,25 @@ def decoded_frames(path: str | Path) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
+def looped(src: Path, dst: Path, times: int) -> Path:
+    """``src`` played ``times`` times over, written to ``dst`` (mp4v): a longer clip of the same frames."""
+    cap = cv2.VideoCapture(str(src))
+    clip = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        clip.append(frame)
+    cap.release()
+    h, w = clip[0].shape[:2]
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+    for _ in range(times):
+        for frame in clip:
+            writer.write(frame)
+    writer.release()
+    return dst
+
+
 def frames(n: int, size: tuple[int, int] = (96, 64)) -> list[np.ndarray]:
     w, h = size
     out = []
@@ -278,8 +297,9 @@ def test_cli_1x1_image_records_and_writes_its_npz(tmp_path, env):
 @needs_demo
 def test_sigkill_keeps_a_playable_recording_and_the_results_so_far(tmp_path, env):
     out, npz_dir = tmp_path / "rec.mp4", tmp_path / "npz"
-    npz = npz_dir / f"{DEMO.stem}.npz"
-    proc = subprocess.Popen([sys.executable, "run_app.py", "--input", str(DEMO), "--model", "demo", "--headless",
+    clip = looped(DEMO, tmp_path / "long.mp4", 4)  # long enough that a fast machine is still running it when killed
+    npz = npz_dir / f"{clip.stem}.npz"
+    proc = subprocess.Popen([sys.executable, "run_app.py", "--input", str(clip), "--model", "demo", "--headless",
                              "--record", str(out), "--save-npz", str(npz_dir)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -300,5 +320,5 @@ def test_sigkill_keeps_a_playable_recording_and_the_results_so_far(tmp_path, env
     with np.load(npz) as d:  # the last checkpoint: a complete file in the normal format, no pickles
         rows, done = len(d["center_confs"]), int(d["num_frames"])
         assert d["frame_ids"].shape == (rows,) and set(d["frame_ids"].tolist()) <= set(range(done))
-    total = int(cv2.VideoCapture(str(DEMO)).get(cv2.CAP_PROP_FRAME_COUNT))
+    total = int(cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FRAME_COUNT))
     assert 10 <= n < total and 10 <= done < total, (n, done, total)  # killed mid-run, with most of it kept
