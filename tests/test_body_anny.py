@@ -11,8 +11,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from engine.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, create_body_model
-from engine.body.anny import HEAD_SCALE, AnnyBody
+from engine.body.anny import CROWN_RAISE, HEAD_SCALE, AnnyBody
 from engine.body.base import ASSETS_DIR
+from engine.bodyfit import FACE_LANDMARKS, pick_landmark_vertices
 from engine.errors import ConfigError, ModelFileError
 
 J = {name: i for i, name in enumerate(SMPL_JOINT_NAMES)}
@@ -136,8 +137,9 @@ def test_the_head_is_scaled_to_real_proportions_and_nothing_else_moves(body: Ann
     """The app's Anny has a head HEAD_SCALE times Anny's own (real people's faces are bigger beside their limbs):
     a vertex only the head carries is that much farther from the head joint, in any pose; a vertex the head does
     not carry, and every joint, are where Anny puts them."""
-    own = AnnyBody.from_file(ASSETS_DIR / f"anny_{body.topology}.npz", head_scale=1.0)
+    own = AnnyBody.from_file(ASSETS_DIR / f"anny_{body.topology}.npz", head_scale=1.0, crown_raise=1.0)
     assert body.head_scale == pytest.approx(HEAD_SCALE) and HEAD_SCALE > 1.0
+    body = AnnyBody.from_file(ASSETS_DIR / f"anny_{body.topology}.npz", crown_raise=1.0)  # the crown: next test
     weight = body.head_weight.numpy()
     head, rest = weight > 0.999, weight < 1e-6
     assert head.sum() > 0.1 * len(weight) and rest.sum() > 0.5 * len(weight)
@@ -151,6 +153,29 @@ def test_the_head_is_scaled_to_real_proportions_and_nothing_else_moves(body: Ann
             np.linalg.norm(b.vertices[0, head].numpy() - pivot, axis=1), 1e-9)
         far = np.linalg.norm(b.vertices[0, head].numpy() - pivot, axis=1) > 0.03
         np.testing.assert_allclose(ratio[far], HEAD_SCALE, rtol=2e-3)
+
+
+def test_the_crown_is_raised_for_hair_and_the_face_stays(body: AnnyBody) -> None:
+    """The app's Anny has the top of its head stretched upwards by a layer of hair (CROWN_RAISE): the crown is
+    2-4 cm higher, every moved vertex moved straight up, and the face points the camera fit uses, the joints and
+    everything below the head are where the head-scaled Anny puts them."""
+    bald = AnnyBody.from_file(ASSETS_DIR / f"anny_{body.topology}.npz", crown_raise=1.0)
+    assert body.crown_raise == pytest.approx(CROWN_RAISE) and CROWN_RAISE > 1.0
+    with torch.no_grad():
+        a, b = body(*_zero()), bald(*_zero())
+    va, vb = a.vertices[0].numpy(), b.vertices[0].numpy()
+    torch.testing.assert_close(a.joints, b.joints)
+    assert 0.02 < va[:, 1].max() - vb[:, 1].max() < 0.04
+    np.testing.assert_allclose(va[:, [0, 2]], vb[:, [0, 2]], atol=1e-6)
+    assert (va[:, 1] >= vb[:, 1] - 1e-6).all()
+    face = pick_landmark_vertices(vb, b.joints[0].numpy())[list(FACE_LANDMARKS)]
+    np.testing.assert_allclose(va[face], vb[face], atol=1e-6)
+    moved = np.abs(va[:, 1] - vb[:, 1]) > 1e-6
+    assert moved.any() and (body.head_weight.numpy()[moved] > 0.5).all()
+    with torch.no_grad():
+        posed_a, posed_b = body(*_random_pose(1, 7)), bald(*_random_pose(1, 7))
+    torch.testing.assert_close(posed_a.joints, posed_b.joints)
+    np.testing.assert_allclose(posed_a.vertices[0, ~moved].numpy(), posed_b.vertices[0, ~moved].numpy(), atol=1e-5)
 
 
 def test_phenotypes_change_shape(body: AnnyBody) -> None:

@@ -154,7 +154,7 @@ def verify(topology: str, baked: Path, num_poses: int = 16, seed: int = 0) -> fl
     from engine.body.anny import AnnyBody
 
     model = build_anny(topology).to(torch.float64)
-    body = AnnyBody.from_file(baked, head_scale=1.0)  # anny's own head, as the reference has it
+    body = AnnyBody.from_file(baked, head_scale=1.0, crown_raise=1.0)  # anny's own head, as the reference has it
     gen = torch.Generator().manual_seed(seed)
     pose = (torch.rand(num_poses, 72, generator=gen) - 0.5) * 1.0
     pose[0] = 0.0
