@@ -397,7 +397,10 @@ def _pool(b: _Builder, node: dict[str, Any], inputs: list[Ref]) -> list[Ref]:
 
 
 def _resize(b: _Builder, node: dict[str, Any], inputs: list[Ref]) -> list[Ref]:
-    size = _need_const(node, inputs[1], "the output size").astype(np.int64)
+    size = _const(inputs[1])
+    # a size computed from the input's shape (Keras UpSampling2D on a graph of any input size) stays a tensor
+    size = size.astype(np.int64) if size is not None else b.one("Cast", [inputs[1]], node["name"] + "_size",
+                                                                to=TensorProto.INT64)
     align, half = _attr(node, "align_corners", False), _attr(node, "half_pixel_centers", False)
     if node["op"] == "ResizeBilinear":
         mode = {"mode": "linear", "coordinate_transformation_mode":

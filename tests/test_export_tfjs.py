@@ -60,7 +60,9 @@ def write_tiny_model(folder: Path, rng: np.random.Generator) -> dict[str, np.nda
     ints = {"pad": np.array([[0, 0], [1, 0], [0, 2], [0, 0]], np.int32), "size": np.array([12, 16], np.int32),
             "axis": np.array(3, np.int32), "mean_axes": np.array([1, 2], np.int32),
             "shape_base": np.array([-1, 768], np.int32), "std_idx": np.zeros((0, 1), np.int32),
-            "std_shape": np.array([2], np.int32), "std_val": np.zeros((0,), np.int32), "std_def": np.array(0, np.int32)}
+            "std_shape": np.array([2], np.int32), "std_val": np.zeros((0,), np.int32), "std_def": np.array(0, np.int32),
+            "hw_begin": np.array([1], np.int32), "hw_end": np.array([3], np.int32), "hw_step": np.array([1], np.int32),
+            "twice": np.array([2, 2], np.int32)}
     same, s1, s2 = {"s": _b64("SAME")}, _ints(1, 1, 1, 1), _ints(1, 2, 2, 1)
     nodes = [
         _node("x", "Placeholder", dtype={"type": "DT_FLOAT"}, shape={"shape": {"dim": [
@@ -84,6 +86,13 @@ def write_tiny_model(folder: Path, rng: np.random.Generator) -> dict[str, np.nda
         _node("prob", "Sigmoid", ["flat"]),
         _node("mean", "Mean", ["cat", "mean_axes"], keep_dims={"b": True}),
         _node("topk", "TopKV2", ["flat", "axis"]),
+        # Keras UpSampling2D in a graph of any input size: the resize's size is computed from the tensor's shape
+        _node("padded_shape", "Shape", ["padded"], out_type={"type": "DT_INT32"}),
+        _node("hw", "StridedSlice", ["padded_shape", "hw_begin", "hw_end", "hw_step"], begin_mask={"i": "0"},
+              end_mask={"i": "0"}, ellipsis_mask={"i": "0"}, new_axis_mask={"i": "0"}, shrink_axis_mask={"i": "0"}),
+        _node("up2_size", "Mul", ["hw", "twice"]),
+        _node("up2", "ResizeBilinear", ["padded", "up2_size"], half_pixel_centers={"b": True},
+              align_corners={"b": False}),
     ]
     specs, blobs = [], []
     for k, v in w.items():
@@ -125,7 +134,8 @@ def _bilinear(x: np.ndarray, oh: int, ow: int, half_pixel: bool) -> np.ndarray:
     return top * (1 - fy)[None, :, None, None] + bot * fy[None, :, None, None]
 
 
-def tiny_reference(x: np.ndarray, w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _padded(x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
+    """The tiny graph's ``padded`` tensor (conv, depthwise conv, pad), NHWC."""
     t = torch.from_numpy(x).permute(0, 3, 1, 2)
     ph, pw = _same_pads(10, 3, 2), _same_pads(12, 3, 2)
     t = F.conv2d(F.pad(t, (*pw, *ph)), torch.from_numpy(w["conv_w"]).permute(3, 2, 0, 1), stride=2)
@@ -133,7 +143,11 @@ def tiny_reference(x: np.ndarray, w: dict[str, np.ndarray]) -> dict[str, np.ndar
     dw = torch.from_numpy(w["dw_w"]).reshape(3, 3, 8).permute(2, 0, 1)[:, None]  # [c*M+m, 1, kh, kw]
     t = F.conv2d(F.pad(t, (1, 1, 1, 1)), dw, groups=4) + torch.from_numpy(w["dw_b"])[:, None, None]
     t = F.pad(t.relu(), (0, 2, 1, 0))  # W: (0, 2), H: (1, 0)
-    padded = t.permute(0, 2, 3, 1).numpy()
+    return t.permute(0, 2, 3, 1).numpy()
+
+
+def tiny_reference(x: np.ndarray, w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    padded = _padded(x, w)
     cat = np.concatenate([_bilinear(padded, 12, 16, True), _bilinear(padded, 12, 16, False)], axis=3)
     c = torch.from_numpy(cat).permute(0, 3, 1, 2)
     ph, pw = _same_pads(12, 3, 2), _same_pads(16, 3, 2)
@@ -165,6 +179,21 @@ def test_tiny_graph_matches_tf_semantics(tiny, tmp_path: Path, fp16_storage: boo
     assert set(prov["weight_files"]) == {"tiny.bin", "tiny2.bin"}
     ops = {n.op_type for n in res.model.graph.node}
     assert "SparseToDense" not in ops and ("Cast" in ops) == fp16_storage  # folded; fp16 weights are cast back
+
+
+def test_a_resize_to_a_size_computed_from_the_input_shape_converts(tiny, tmp_path: Path) -> None:
+    """A resize whose size is computed in the graph from its input's shape (Keras UpSampling2D in a model that takes
+    any input size, e.g. MoveNet MultiPose's feature pyramid) becomes a Resize to a computed size, not an error."""
+    model_json, weights = tiny
+    out = tmp_path / "up2.onnx"
+    res = tfjs.convert(model_json, out, ["up2=up2"], input_name="image")
+    assert "Shape" in {n.op_type for n in res.model.graph.node}  # the size is computed at run time
+    x = np.random.default_rng(2).uniform(0, 1, (2, 10, 12, 3)).astype(np.float32)
+    got = tfjs.ort_session(out).run(["up2"], {"image": x})[0]
+    padded = _padded(x, weights)
+    ref = _bilinear(padded, 2 * padded.shape[1], 2 * padded.shape[2], True)
+    assert got.shape == ref.shape == (2, 12, 16, 8)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
 
 
 def test_fp16_storage_halves_weights(tiny, tmp_path: Path) -> None:
