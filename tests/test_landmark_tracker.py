@@ -29,6 +29,9 @@ def _template(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     off = np.stack([rng.uniform(-10, 10, NUM_LANDMARKS), rng.uniform(-0.5, 0.5, NUM_LANDMARKS) * HEIGHT], axis=1)
     off[0] = (0, -0.5 * HEIGHT)  # the head top and the feet span the full height
+    # a face around the nose, a tenth of the height from ear to ear (not random: the tracker compares faces)
+    off[1:11] = np.array([(-2, -1), (-3, -1.5), (-4, -1), (2, -1), (3, -1.5), (4, -1), (-6, 0), (6, 0), (-1.5, 3),
+                          (1.5, 3)], np.float32) * HEIGHT / 100 + off[0]
     off[31] = (-5, 0.5 * HEIGHT)
     off[23], off[24] = (-5, 0), (5, 0)  # hips: their midpoint is the person's position
     return off.astype(np.float32)
@@ -667,6 +670,49 @@ def test_a_big_newcomer_the_follow_network_lets_go_is_tried_again_at_the_next_pa
     else:
         assert seeds[1:] == [0, 0, 0, 1, 0, 0, 0], seeds  # one try, then three passes off
 
+
+
+def _faces_and_bodies(faces: list[tuple[float, float]], hips: list[tuple[float, float]],
+                      face_width: float = 24.0) -> Landmarks:
+    """People whose face points sit around ``faces`` (ear to ear ``face_width`` px) and whose torso and limbs hang
+    from ``hips`` (the standing template below the shoulders)."""
+    n = len(faces)
+    body = _template()
+    image = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
+    k = face_width / 24.0
+    face = np.array([(0, 0), (-4, -3), (-6, -4), (-8, -3), (4, -3), (6, -4), (8, -3), (-12, -1), (12, -1),
+                     (-3, 6), (3, 6)], np.float32) * k
+    for i in range(n):
+        image[i, :, :2] = np.asarray(hips[i], np.float32) + body
+        image[i, :11, :2] = np.asarray(faces[i], np.float32) + face
+    ones = np.ones((n, NUM_LANDMARKS), np.float32)
+    nxt = Rois(np.asarray(hips, np.float32), np.full(n, 150, np.float32), np.zeros(n, np.float32))
+    return Landmarks(image, ones, ones.copy(), np.zeros((n, NUM_LANDMARKS, 3), np.float32),
+                     np.array([0.9, 0.95, 0.8][:n], np.float32), nxt)
+
+
+@pytest.mark.parametrize(("face_merge", "ages", "face_width", "kept"), [
+    (0.6, [0, 0, 0], 24.0, [1, 2]),  # two new crops under one face: one person (the surer crop stays)
+    (None, [0, 0, 0], 24.0, [1, 0, 2]),  # faces not compared: the torsos differ, three people
+    (0.6, [5, 0, 0], 24.0, [1, 2]),  # a new crop on a tracked person's face joins them
+    (0.6, [5, 7, 0], 24.0, [1, 0, 2]),  # two tracked people: a shared face for a frame is a slide, not a merge
+    (0.6, [0, 0, 0], 12.0, [1, 0, 2]),  # faces too small to measure (a distant walker's) are not compared
+])
+def test_two_bodies_under_one_face_are_one_person(face_merge, ages, face_width, kept):
+    """Rows 0 and 1 read one face (3 px apart) but built different torsos and limbs (hips 40 px apart, over
+    ``merge_distance``); row 2 is a neighbour whose face is 1.5 face widths away (heads touching)."""
+    from engine.realfootage.tracker import _Tracks
+
+    lm = _faces_and_bodies([(200, 100), (203, 100), (200 + 1.5 * face_width, 100)], [(200, 250), (240, 250),
+                                                                                    (330, 250)], face_width)
+    tracks = _Tracks.new(lm, np.array([0, 1, 2], np.int64))
+    tracks.ages[:] = ages
+    cfg = TrackerCfg(face_merge=face_merge)
+    tracker = LandmarkTracker(FakeDetector(Scene([(0.0, 0.0)])), FakeLandmarks(Scene([(0.0, 0.0)])), cfg)
+    merged, keep = tracker._merge(tracks)
+    assert keep.tolist() == kept
+    if len(kept) == 2 and ages[0] > 0:
+        assert merged.ids[1] == 0  # the tracked person's identity lives on in the surer measurement
 
 class Group:
     """People standing still with fixed boxes, as a landmark network reads a close group: a crop sees the people

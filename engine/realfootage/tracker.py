@@ -45,6 +45,8 @@ from .roi import Rois, cut_boxes, extend_cut_boxes, follow_points, narrow_cut, r
 __all__ = ["LandmarkTracker", "TrackedPoses", "TrackerCfg", "match_boxes", "person_boxes"]
 
 BODY_POINTS = np.arange(11, 29)  # shoulders .. ankles: where two people differ even when their heads touch
+FACE_POINTS = np.arange(0, 11)  # nose, eyes, ears, mouth
+FACE_SEEN = np.asarray([0, 2, 5])  # nose and eye centres: a face counts where all three are visible (>= 0.5)
 MIN_ASPECT = 0.45  # width / height of a standing person's detector box, about (see person_boxes)
 LEG_VISIBILITY = 0.6  # a knee and its ankle this visible: the leg is in the picture, the body is not cut off
 CUT_MARGIN_WITH_LEGS = 3.0  # logits by which a cut framing must beat a whole-body one that shows a leg
@@ -103,6 +105,20 @@ class TrackerCfg:
             detection (the crop had slid off the person).
         merge_distance: two tracks whose body landmarks are closer than this (mean, in person heights) are one
             person.
+        face_merge: a new person whose face points lie within this (mean distance, in face widths) of another
+            person's face is that person (None: faces are not compared). Two people never share a face, but in a
+            close group two crops can read one face and build two bodies under it, each with other limbs (a woman
+            on a sofa whose neighbour's arm gave the second body a different torso; mean body-landmark distance
+            0.14-0.5 of a height, over ``merge_distance``). Measured on every pair of people drawn in the cold
+            passes (group, wheel, sport and close-up photos at 1, 1.3 and 1.7x): the pairs on one person lay 0.26-
+            0.89 face widths apart, two different people 1.23 and more; two at 0.81-0.89 were a person's crop
+            reading the neighbour's face over its own, right, body, so the rule stops well below that. Such new
+            crops are first looked at again alone (see ``alone_pad``), and what still shares a face is merged.
+            Only a new person is compared: between two tracked people a shared face is one crop sliding onto the
+            other's person for a frame or two, and merging it there lost that person (the card table played as a
+            clip: 209 -> 139 of 360 person-frames).
+        face_min_px: faces narrower than this (pixels) are not compared: a distant walker's face is a few pixels
+            and its points' spread is noise.
         min_visible: fewest landmarks with visibility >= 0.5 for a person to be kept, and inside the frame for
             them to be reported.
         min_age: frames a track must have lived for its loss to trigger a detector pass.
@@ -193,6 +209,8 @@ class TrackerCfg:
     new_iou: float = 0.3
     reseed_iou: float = 0.5
     merge_distance: float = 0.12
+    face_merge: float | None = 0.6
+    face_min_px: float = 20.0
     min_visible: int = 6
     max_misses: int = 1
     min_age: int = 3
@@ -513,7 +531,7 @@ class LandmarkTracker:
         if cfg.alone_pad is None or not len(first):
             return first, 0
         ok = first.flag >= cfg.flag_threshold
-        same = (_body_distance(first) <= cfg.merge_distance) & ok[:, None] & ok[None, :]
+        same = self._same_person(first) & ok[:, None] & ok[None, :]
         np.fill_diagonal(same, False)
         tall = ~ok & (seeds[:, 3] - seeds[:, 1] >= cfg.retry_height * self._hw[0])
         if tall.any():
@@ -730,23 +748,34 @@ class LandmarkTracker:
             self._rejected_ttl = np.concatenate([self._rejected_ttl,
                                                  np.full(len(boxes), self.cfg.retry_after, np.int64)])
 
+    def _same_person(self, lm: Landmarks, new: np.ndarray | None = None) -> np.ndarray:
+        """[N, N] bool: the people are one (torso and limb landmarks nearly coincide, or, where either is ``new``
+        (default: all), their faces do; see ``TrackerCfg.merge_distance`` and ``face_merge``)."""
+        cfg = self.cfg
+        same = _body_distance(lm) <= cfg.merge_distance
+        if cfg.face_merge is not None:
+            new = np.ones(len(lm), bool) if new is None else new
+            same |= (_face_distance(lm, cfg.face_min_px) <= cfg.face_merge) & (new[:, None] | new[None, :])
+        return same
+
     def _merge(self, tracks: _Tracks) -> tuple[_Tracks, np.ndarray]:
         """Indices of the tracks to keep, best first: a track that converged on a person already kept goes (the
         one with the higher flag wins, under the oldest identity of the two, so a person the detector found again
         keeps their id, age and velocity).
 
         Two tracks are one person when their torso and limb landmarks nearly coincide (mean distance under
-        ``merge_distance`` x the person's size); box overlap alone would merge people walking side by side.
+        ``merge_distance`` x the person's size); box overlap alone would merge people walking side by side. A new
+        person is also one with whoever has their face (``face_merge``).
         """
         lm = tracks.lm
         order = np.argsort(-lm.flag, kind="stable")
         if len(lm) < 2:
             return tracks, order
-        dist = _body_distance(lm)
+        same = self._same_person(lm, tracks.ages == 0)
         keep: list[int] = []
         ids, ages, misses, vel = tracks.ids.copy(), tracks.ages.copy(), tracks.misses.copy(), tracks.vel.copy()
         for i in order:
-            near = [j for j in keep if dist[i, j] <= self.cfg.merge_distance]
+            near = [j for j in keep if same[i, j]]
             if not near:
                 keep.append(int(i))
                 continue
@@ -846,6 +875,19 @@ def _body_distance(lm: Landmarks) -> np.ndarray:
     boxes = lm.boxes()
     size = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
     return np.linalg.norm(body[:, None] - body[None], axis=3).mean(axis=2) / np.minimum(size[:, None], size[None])
+
+
+def _face_distance(lm: Landmarks, min_px: float) -> np.ndarray:
+    """[N, N] mean distance between two people's face points, in the narrower face's widths (ear to ear, or twice
+    eye to eye for a face seen from the side); inf where either face is not seen or narrower than ``min_px``."""
+    img = lm.image[:, :, :2]
+    width = np.maximum(np.linalg.norm(img[:, 7] - img[:, 8], axis=1),
+                       2.0 * np.linalg.norm(img[:, 2] - img[:, 5], axis=1))
+    face = img[:, FACE_POINTS]
+    dist = np.linalg.norm(face[:, None] - face[None], axis=3).mean(axis=2)
+    dist = dist / np.maximum(np.minimum(width[:, None], width[None]), 1e-6)
+    seen = (lm.visibility[:, FACE_SEEN].min(axis=1) >= 0.5) & (width >= min_px)
+    return np.where(seen[:, None] & seen[None], dist, np.inf)
 
 
 def _seen_in_frame(lm: Landmarks, hw: tuple[int, int]) -> np.ndarray:
