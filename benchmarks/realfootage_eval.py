@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 CLIP_WIDTH = 960  # photos are scaled down to this width for the clip modes (a webcam's size, and 4x fewer pixels)
+TAKE_PHASE = 40  # frames the sway of a photo's third and fourth takes is ahead (see play_clip)
 
 
 def open_model(args):
@@ -135,11 +136,13 @@ def evaluate(args) -> dict:
                 continue
             photo = cv2.imread(im.get("path") or str(DATA / im["source"]))
             if mode in ("clip", "clip_cold"):
-                scores, identities = play_clip(model, body, photo, im, query, args, cold=mode == "clip_cold")
-                for s in scores:
-                    score.add(s)
-                if identities is not None:
-                    score.identities.append(identities)
+                for take in range(args.clip_takes):
+                    scores, identities = play_clip(model, body, photo, im, query, args, cold=mode == "clip_cold",
+                                                   take=take)
+                    for s in scores:
+                        score.add(s)
+                    if identities is not None:
+                        score.identities.append(identities)
                 continue
             for z in args.zoom if mode == "cold" else [1.0]:
                 frame, seen = zoomed(photo, im, z)
@@ -153,13 +156,19 @@ def evaluate(args) -> dict:
     return report
 
 
-def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> tuple[list, IdentityScore | None]:
+def play_clip(model, body, photo, im: dict, query, args, cold: bool,
+              take: int = 0) -> tuple[list, IdentityScore | None]:
     """Scores of every frame of ``photo`` played as a webcam-like clip (tracked, or each frame ``cold``), and
-    when tracked how steadily its people kept their ids (the app's own id assignment)."""
+    when tracked how steadily its people kept their ids (the app's own id assignment). ``take`` k > 0 plays it
+    mirrored (odd k) and with the sway TAKE_PHASE frames further on per pair of takes."""
     import cv2
 
     from app.tracking import Tracker
-    from engine.realfootage.evaluate import IdentityScore, score_image, swayed
+    from engine.realfootage.evaluate import IdentityScore, mirrored, score_image, swayed
+
+    if take % 2:
+        photo, im = mirrored(photo, im)
+    phase = TAKE_PHASE * (take // 2)
 
     k = min(1.0, CLIP_WIDTH / photo.shape[1])
     if k < 1.0:
@@ -170,7 +179,7 @@ def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> tuple[li
     tracker = Tracker()
     scores, ids = [], []
     for i in range(args.clip_frames):
-        frame, seen = swayed(photo, im, i)
+        frame, seen = swayed(photo, im, i + phase)
         if cold:
             model.reset()
         boxes, result = predicted_boxes(model, body, frame, query)
@@ -180,7 +189,8 @@ def play_clip(model, body, photo, im: dict, query, args, cold: bool) -> tuple[li
     found = sum(s.tp for s in scores)
     total = sum(s.tp + s.fn for s in scores)
     identities = None if cold else IdentityScore.of_clip(scores, ids)
-    print(f"[{'clip_cold' if cold else 'clip'}] {im['source']}: {found}/{total} person-frames found, "
+    name = im["source"] + (f" take {take}" if take else "")
+    print(f"[{'clip_cold' if cold else 'clip'}] {name}: {found}/{total} person-frames found, "
           f"{sum(s.fp for s in scores)} false" + ("" if cold else f", {identities.switches} id switches, "
                                                   f"{identities.extra_ids} extra ids"))
     return scores, identities
@@ -261,6 +271,9 @@ def main() -> int:
     ap.add_argument("--modes", nargs="+", choices=("cold", "sequence", "agreement", "clip", "clip_cold"),
                     default=["cold", "sequence"])
     ap.add_argument("--clip-frames", type=int, default=60, help="frames of each photo's clip (clip modes)")
+    ap.add_argument("--clip-takes", type=int, default=1, choices=range(1, 5),
+                    help="clip modes: play each photo this many times: as it is, mirrored, and both again with the "
+                         "sway 40 frames on (a tracked clip turns on single decisions; more takes, steadier sums)")
     ap.add_argument("--json", type=Path, help="write the summary here")
     args = ap.parse_args()
     import torch

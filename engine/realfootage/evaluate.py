@@ -216,6 +216,20 @@ def swayed(photo: np.ndarray, im: dict, index: int) -> tuple[np.ndarray, dict]:
     return _view(photo, im, zoom, (w * (zoom - 1.0) / 2.0 + dx) / zoom, (h * (zoom - 1.0) / 2.0 + dy) / zoom)
 
 
+def mirrored(photo: np.ndarray, im: dict) -> tuple[np.ndarray, dict]:
+    """The photo flipped left to right, and its annotation with it: another view of the same people for the clip
+    modes (the networks are not mirror-symmetric, and a tracked clip's outcome turns on single decisions, so a
+    second take of each photo halves the noise of a comparison between two builds)."""
+    w = photo.shape[1]
+
+    def flip(b):
+        return [w - b[2], b[1], w - b[0], b[3]]
+
+    return (np.ascontiguousarray(photo[:, ::-1]),
+            {**im, "people": [{**p, "box": flip(p["box"])} for p in im["people"]],
+             "ignore": [flip(r) for r in im.get("ignore", [])]})
+
+
 def _view(photo: np.ndarray, im: dict, zoom: float, x0: float, y0: float) -> tuple[np.ndarray, dict]:
     """The photo magnified ``zoom`` times from its point (x0, y0) at the top-left, same size, and the annotation
     moved along (people left with under a quarter of their box in the picture count as hard)."""
