@@ -345,7 +345,8 @@ def test_a_person_close_to_the_camera_is_followed_by_the_judging_network(frame_h
     scene = Scene([(150.0 + 200.0 * i, 100.0) for i in range(3)])
     find, follow = FakeLandmarks(scene), FakeLandmarks(scene)
     tracker = LandmarkTracker(FakeDetector(scene), find,
-                              TrackerCfg(max_detect_every=0, detect_every=2, landmark_budget=2, judge_side=0.6),
+                              TrackerCfg(max_detect_every=0, detect_every=2, landmark_budget=2, judge_side=0.6,
+                                         near_refresh=False),  # the crops counted are the budget's
                               follow=follow)
     frame = np.zeros((frame_height, 1200, 3), np.uint8)
     for f in range(6):
@@ -654,8 +655,10 @@ def test_a_big_newcomer_the_follow_network_lets_go_is_tried_again_at_the_next_pa
     follow_scene = Scene([(150.0 + 200.0 * i, 90.0) for i in range(3)])
     follow.scene = follow_scene
     follow_scene.hidden = {1}
-    # judge_side off: with it the judging network would follow this big person itself
-    cfg = TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=0, retry_after=3, judge_side=0.0)
+    # judge_side off: with it the judging network would follow this big person itself; near_refresh off: the crops
+    # counted are the newcomers'
+    cfg = TrackerCfg(max_detect_every=0, detect_every=1, landmark_budget=0, retry_after=3, judge_side=0.0,
+                     near_refresh=False)
     tracker = LandmarkTracker(FakeDetector(scene), find, cfg, follow=follow)
     frame = np.zeros((frame_height, 1200, 3), np.uint8)
     seeds = []
@@ -798,6 +801,51 @@ def test_a_tall_detection_the_network_turned_down_is_looked_at_again_alone_unles
     group = Group(boxes, salience=[0.0, 1.0, 0.5], shy={0, 2}, reach=0.25)
     cfg = TrackerCfg(landmark_budget=0, alone_cover=alone_cover)
     assert _found(group, cfg) == expected
+
+
+
+@pytest.mark.parametrize("near_refresh", [True, False])
+def test_a_close_groups_pass_crops_everyone_again_from_their_detections(near_refresh):
+    """Three people close to the camera (crops past 0.6 of the frame's height); person 0's crop has slid onto
+    person 1, as crops in a close group do. With ``near_refresh`` the next detector pass crops person 0 again from
+    their own detection and they keep their id. Without it the slid crop reads person 1 (merged there), and the
+    pass finds person 0 as a newcomer with a new id."""
+    from dataclasses import replace
+
+    group = Group([[100, 60, 300, 460], [420, 60, 620, 460], [740, 60, 940, 460]], salience=[1.0, 1.0, 1.0])
+    cfg = TrackerCfg(landmark_budget=0, detect_every=2, near_refresh=near_refresh)
+    tracker = LandmarkTracker(GroupDetector(group.boxes), group, cfg)
+    assert len(tracker(FRAME, 0.3, 64).ids) == 3
+    tracker(FRAME, 0.3, 64)  # measured, no pass
+    t = tracker._tracks
+    row = int(np.argmin(np.linalg.norm(t.lm.image[:, 23:25, :2].mean(axis=1) - group.hips[0], axis=1)))
+    id0 = int(t.ids[row])
+    rois = t.lm.next_rois
+    centers = rois.centers.copy()
+    centers[row] = group.hips[1]  # the crop slid onto the neighbour
+    tracker._tracks = replace(t, lm=replace(t.lm, next_rois=Rois(centers, rois.sides, rois.angles)))
+    crops = group.crops
+    res = tracker(FRAME, 0.3, 64)  # the scheduled pass
+    mid = res.landmarks.image[:, 23:25, :2].mean(axis=1)
+    on0 = np.linalg.norm(mid - group.hips[0], axis=1) < 5
+    assert on0.sum() == 1 and len(res.ids) == 3
+    assert (int(res.ids[on0][0]) == id0) == near_refresh
+    if near_refresh:  # everyone cropped once from the detections, nobody measured before
+        assert group.crops - crops == 3
+
+
+@pytest.mark.parametrize("near_refresh", [True, False])
+def test_a_close_groups_pass_lets_go_of_whom_it_does_not_see(near_refresh):
+    """A close group's detector pass that no longer boxes person 2 (turned away, or never a person) ends that track
+    at once with ``near_refresh``; without it the track lives until ``max_misses`` passes missed it."""
+    group = Group([[100, 60, 300, 460], [420, 60, 620, 460], [740, 60, 940, 460]], salience=[1.0, 1.0, 1.0])
+    detector = GroupDetector(group.boxes)
+    tracker = LandmarkTracker(detector, group, TrackerCfg(landmark_budget=0, detect_every=2,
+                                                          near_refresh=near_refresh))
+    assert len(tracker(FRAME, 0.3, 64).ids) == 3
+    tracker(FRAME, 0.3, 64)
+    detector.boxes = group.boxes[:2]
+    assert len(tracker(FRAME, 0.3, 64).ids) == (2 if near_refresh else 3)
 
 
 class ScoredDetector(GroupDetector):

@@ -16,7 +16,16 @@ import torch
 from app.config import REALFOOTAGE_DIR
 from engine.errors import ModelFileError
 from engine.realfootage.detector import STRIDES, PersonDetector, cover_matrix, iou_matrix, nms
-from engine.realfootage.evaluate import IdentityScore, Score, load_annotations, mesh_boxes, score_image, swayed, zoomed
+from engine.realfootage.evaluate import (
+    IdentityScore,
+    Score,
+    load_annotations,
+    mesh_boxes,
+    mirrored,
+    score_image,
+    swayed,
+    zoomed,
+)
 from engine.realfootage.roi import (
     NARROW_CUT_HEIGHT,
     Rois,
@@ -216,6 +225,20 @@ def test_a_swayed_clip_moves_the_annotation_with_the_picture():
         centres.append(box[:2])
     assert np.ptp(np.array(centres), axis=0).max() > 3.0
 
+
+
+def test_a_mirrored_take_flips_the_picture_and_its_boxes():
+    """The clip benchmark's mirrored take: a white block boxed near the left of the photo is at the right of the
+    mirrored one, and its box (and an ignored region's) went with it, exactly."""
+    photo = np.zeros((300, 400, 3), np.uint8)
+    photo[100:220, 30:90] = 255
+    im = {"source": "x", "people": [{"box": [30, 100, 90, 220], "hard": True}], "ignore": [[0, 0, 10, 10]]}
+    flipped, seen = mirrored(photo, im)
+    ys, xs = np.nonzero(flipped[:, :, 0])
+    assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == [310, 100, 370, 220]
+    assert seen["people"] == [{"box": [310, 100, 370, 220], "hard": True}]
+    assert seen["ignore"] == [[390, 0, 400, 10]] and seen["source"] == "x"
+    assert im["people"][0]["box"] == [30, 100, 90, 220]  # the photo's own annotation is left as it was
 
 def test_a_box_cut_by_the_frame_is_framed_as_the_whole_body():
     """A box that the frame's top or bottom cuts AND that is too wide for a whole person grows, to the height a
