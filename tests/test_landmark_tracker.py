@@ -480,6 +480,40 @@ def test_a_wide_whole_body_at_the_frame_edge_keeps_its_whole_body_crop(legs_flag
     assert kept == pytest.approx(net.crops[0].sides[1] if cut else 1.33 * net.crops[0].sides[0])
 
 
+
+class LegsMissedOnce(CloseUp):
+    """A wide pose filling its box (a runner's arms and legs out, feet at the bottom edge) whose legs the next
+    ``miss`` measurements do not see."""
+
+    miss = 0
+
+    def __call__(self, rgb, rois: Rois) -> Landmarks:
+        lm = super().__call__(rgb, rois)
+        x1, y1, x2, y2 = self.box[0]
+        grid = np.random.default_rng(2).uniform(0.05, 0.95, (NUM_LANDMARKS, 2)).astype(np.float32)
+        lm.image[:, :, :2] = [x1, y1] + grid * [x2 - x1, y2 - y1]
+        if self.miss > 0:
+            self.miss -= 1
+            lm.visibility[:, 25:29] = 0.0
+        return lm
+
+
+@pytest.mark.parametrize(("legs_flag", "cut_flag", "cut"), [(0.99, 0.995, 0), (0.9, 0.9999, 1)])
+def test_a_whole_body_whose_detection_now_looks_cut_is_framed_both_ways(legs_flag, cut_flag, cut):
+    """A person followed as a whole body (a wide pose at the bottom edge: a runner) whose legs one measurement
+    missed is not taken for a body the frame cuts on that alone: the pass crops them both ways, as a new person,
+    and the whole body stays unless the cut framing is much surer."""
+    net = LegsMissedOnce(legs_flag=0.99, cut_flag=0.995)
+    tracker = LandmarkTracker(CloseUpDetector(), net, TrackerCfg(detect_every=1, max_detect_every=1,
+                                                                 landmark_budget=0))
+    tracker(FRAME[:, :800], 0.3, 64)
+    assert tracker._tracks.cut.tolist() == [0]
+    net.legs_flag, net.cut_flag, net.miss = legs_flag, cut_flag, 1
+    calls = len(net.crops)
+    tracker(FRAME[:, :800], 0.3, 64)
+    assert tracker._tracks.cut.tolist() == [cut]
+    assert [len(r) for r in net.crops[calls:]] == [1, 2]  # the measurement, then both framings in one batch
+
 def test_the_detector_backs_off_while_its_passes_change_nothing_and_comes_back_at_once():
     """Passes that bring no newcomer, lose nobody and re-frame nobody double the detector's period (2, 4, 8, then 8:
     the webcam user alone in the picture); a pass that brings someone new restores every 2nd frame. With the
