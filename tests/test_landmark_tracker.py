@@ -882,6 +882,33 @@ def test_a_close_groups_pass_lets_go_of_whom_it_does_not_see(near_refresh):
     assert len(tracker(FRAME, 0.3, 64).ids) == (2 if near_refresh else 3)
 
 
+
+class CentreNotingGroup(Group):
+    """A Group that notes the centre of every crop it is given."""
+
+    def __call__(self, rgb, rois: Rois, keep: np.ndarray | None = None) -> Landmarks:
+        self.centres = getattr(self, "centres", []) + [tuple(c) for c in rois.centers.round().tolist()]
+        return super().__call__(rgb, rois, keep)
+
+
+def test_a_tall_turned_down_detection_is_cropped_again_at_every_pass_unless_part_of_someone():
+    """Person 0 is followed; detections 1-3 are turned down by the landmark network (not people, or people whose
+    flag swings from crop to crop). The short one (2, under ``retry_height`` of the frame) waits ``retry_after``
+    passes before it is cropped again; the tall one (1) is cropped at every pass; the tall one inside person 0's
+    box (3: an arm, a bag) waits too once person 0 is tracked."""
+    boxes = [[600, 20, 800, 470], [100, 100, 250, 400], [900, 300, 980, 420], [620, 40, 780, 330]]
+    group = CentreNotingGroup(boxes, salience=[1.0, 0.0, 0.0, 0.0], shy={1, 2, 3}, reach=0.1)  # 3 does not see 0
+    cfg = TrackerCfg(landmark_budget=0, detect_every=1, max_detect_every=1, alone_pad=None, retry_after=3)
+    tracker = LandmarkTracker(GroupDetector(group.boxes), group, cfg)
+    centre = {i: tuple(np.round((np.array(b[:2]) + b[2:]) / 2).tolist()) for i, b in enumerate(boxes)}
+    cropped = []
+    for _ in range(3):
+        group.centres = []
+        res = tracker(FRAME, 0.3, 64)
+        assert len(res.ids) == 1
+        cropped.append({i for i in (1, 2, 3) if centre[i] in group.centres})
+    assert cropped == [{1, 2, 3}, {1, 3}, {1}]
+
 class ScoredDetector(GroupDetector):
     """Fixed boxes with their own scores; like NanoDet it returns those above the threshold it is run at."""
 
