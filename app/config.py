@@ -30,7 +30,8 @@ DEFAULT_DETECT_EVERY = 2  # on its own thread (DEFAULT_DETECT_LAG): recall 0.81 
 DEFAULT_LANDMARK_BUDGET = 2.0  # landmark crops per frame on average: what keeps 5+ people live on 2 CPU cores
 DEFAULT_DETECT_LAG = 2  # frames a background detector pass has (it runs beside the landmark crops, on the other core)
 DEFAULT_DETECT_SIZE = 512  # the detector's longest input side for frames over 768 px (see engine.realfootage.detector)
-TRACKER_OPTIONS = "--landmarks, --detect-every, --detect-lag, --detect-size and --landmark-budget"
+DEFAULT_FINE_SIZE = 1024  # the longest side of its fine pass, for frames over 1123 px (see engine.realfootage.detector)
+TRACKER_OPTIONS = "--landmarks, --detect-every, --detect-lag, --detect-size, --fine-size and --landmark-budget"
 DEMO_DIR = ROOT / "assets" / "demo"
 # OpenCV reads an index >= 100 as backend*100 + camera (200 = camera 0 through V4L2), so a few thousand is the most
 # that can mean anything; past 2**31 cv2 fails with an overload traceback
@@ -58,8 +59,8 @@ class ModelChoiceCfg:
 
     name: "realfootage", "demo" or "instancehmr" (a ``--checkpoint`` file, whose system is told when it is opened).
     checkpoint: that file (the bundled one for "demo"; None for "realfootage"). landmarks, detect_every,
-    landmark_budget, detect_lag, detect_size: the real-footage tracker's options (3DCrowdNet/JOTR checkpoints use the
-    same tracker).
+    landmark_budget, detect_lag, detect_size, fine_size: the real-footage tracker's options (3DCrowdNet/JOTR
+    checkpoints use the same tracker).
     threshold (None: the model's own tuned value) and max_people are only the starting values of the live
     :class:`~app.types.LiveSettings`, which the window changes while running.
     """
@@ -71,6 +72,7 @@ class ModelChoiceCfg:
     landmark_budget: float
     detect_lag: int
     detect_size: int
+    fine_size: int
     body_model: str
     smpl_dir: Path | None
     threshold: float | None
@@ -159,8 +161,9 @@ class AppCfg:
 
 def tracker_options_given(mc: ModelChoiceCfg) -> bool:
     """Whether any landmark-tracker option differs from its default (they mean nothing to InstanceHMR)."""
-    return (mc.landmarks, mc.detect_every, mc.landmark_budget, mc.detect_lag, mc.detect_size) != (
-        DEFAULT_LANDMARKS, DEFAULT_DETECT_EVERY, DEFAULT_LANDMARK_BUDGET, DEFAULT_DETECT_LAG, DEFAULT_DETECT_SIZE)
+    return (mc.landmarks, mc.detect_every, mc.landmark_budget, mc.detect_lag, mc.detect_size, mc.fine_size) != (
+        DEFAULT_LANDMARKS, DEFAULT_DETECT_EVERY, DEFAULT_LANDMARK_BUDGET, DEFAULT_DETECT_LAG, DEFAULT_DETECT_SIZE,
+        DEFAULT_FINE_SIZE)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -208,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"get a larger input so that small people stay findable (default {DEFAULT_DETECT_SIZE}; 416 = "
                         f"every frame at the trained size, fastest on HD; 640 finds a few more small people; a "
                         f"multiple of 32)")
+    m.add_argument("--fine-size", type=int, default=None, metavar="N",
+                   help=f"realfootage: the longest input side of the person detector's second, finer pass over "
+                        f"frames larger than 1123 px (1280x720 and up), which finds people too small for the first "
+                        f"pass, a crowd seen from afar (default {DEFAULT_FINE_SIZE}; 0 = no fine pass: fastest on "
+                        f"HD, misses many people under about a tenth of the frame's height; a multiple of 32)")
     m.add_argument("--body-model", choices=("anny", "smpl"), default="anny",
                    help="mesh model: anny (free, bundled) or smpl (needs --smpl-dir)")
     m.add_argument("--smpl-dir", type=Path, help="folder or file with SMPL_NEUTRAL.pkl/.npz (for --body-model smpl)")
@@ -316,13 +324,15 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
     model = "instancehmr" if args.checkpoint is not None else (args.model or "realfootage")
     checkpoint = DEMO_CHECKPOINT if model == "demo" else args.checkpoint
     if model == "demo" and any(getattr(args, k) is not None for k in
-                               ("landmarks", "detect_every", "landmark_budget", "detect_lag", "detect_size")):
+                               ("landmarks", "detect_every", "landmark_budget", "detect_lag", "detect_size",
+                                "fine_size")):
         raise ConfigError(f"{TRACKER_OPTIONS} apply to the realfootage model and to 3DCrowdNet/JOTR checkpoints (their "
                           "2D poses come from the same tracker), not to the demo model")
     detect_every = DEFAULT_DETECT_EVERY if args.detect_every is None else args.detect_every
     budget = DEFAULT_LANDMARK_BUDGET if args.landmark_budget is None else args.landmark_budget
     lag = DEFAULT_DETECT_LAG if args.detect_lag is None else args.detect_lag
     detect_size = DEFAULT_DETECT_SIZE if args.detect_size is None else args.detect_size
+    fine_size = DEFAULT_FINE_SIZE if args.fine_size is None else args.fine_size
     if model == "realfootage" and args.backend not in ("auto", "onnxruntime"):
         raise ConfigError(f"the realfootage model runs on ONNX Runtime (CPU, or CUDA with onnxruntime-gpu), not "
                           f"{args.backend}; use --backend auto, or --checkpoint for an InstanceHMR model")
@@ -335,6 +345,8 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
               (0 <= lag <= 100, f"--detect-lag must be in 0..100 (0 = no detector thread), got {lag}"),
               (416 <= detect_size <= 1536 and detect_size % 32 == 0,
                f"--detect-size must be a multiple of 32 in 416..1536, got {detect_size}"),
+              (fine_size == 0 or (416 <= fine_size <= 2048 and fine_size % 32 == 0),
+               f"--fine-size must be 0 (no fine pass) or a multiple of 32 in 416..2048, got {fine_size}"),
               (0.0 <= args.opacity <= 1.0, f"--opacity must be in [0, 1], got {args.opacity}"),
               (args.smooth_strength > 0, f"--smooth-strength must be > 0, got {args.smooth_strength}"),
               (1 <= args.max_people <= 64, f"--max-people must be in 1..64, got {args.max_people}"),
@@ -371,7 +383,7 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
         capture=CaptureCfg(camera=args.camera, input=args.input, max_frames=args.max_frames),
         model=ModelChoiceCfg(name=model, checkpoint=checkpoint, landmarks=args.landmarks or DEFAULT_LANDMARKS,
                              detect_every=detect_every, landmark_budget=budget, detect_lag=lag,
-                             detect_size=detect_size,
+                             detect_size=detect_size, fine_size=fine_size,
                              body_model=args.body_model,
                              smpl_dir=args.smpl_dir,
                              threshold=args.threshold, max_people=args.max_people),

@@ -86,7 +86,7 @@ def open_model(cfg: AppCfg):
 
         model = open_realfootage(REALFOOTAGE_DIR, body, landmarks=mc.landmarks, threads=rt.threads,
                                  detect_every=mc.detect_every, device=rt.device, landmark_budget=mc.landmark_budget,
-                                 detect_lag=mc.detect_lag, detect_size=mc.detect_size)
+                                 detect_lag=mc.detect_lag, detect_size=mc.detect_size, fine_size=mc.fine_size)
     else:
         from engine.checkpoint import checkpoint_system
         from engine.frame_models import open_instancehmr, open_poseguided
@@ -105,7 +105,7 @@ def open_model(cfg: AppCfg):
             model = open_poseguided(mc.checkpoint, system, REALFOOTAGE_DIR, body, backend=rt.backend,
                                     landmarks=mc.landmarks, threads=rt.threads, detect_every=mc.detect_every,
                                     device=rt.device, landmark_budget=mc.landmark_budget, detect_lag=mc.detect_lag,
-                                    detect_size=mc.detect_size)
+                                    detect_size=mc.detect_size, fine_size=mc.fine_size)
     log.info("model ready in %.1f s: %s, body %s", time.perf_counter() - t, model.info.title, type(body).__name__)
     return model, body
 

@@ -62,7 +62,8 @@ def open_model(args):
                                  landmark_budget=DEFAULT_LANDMARK_BUDGET if args.landmark_budget is None
                                  else args.landmark_budget,
                                  detect_lag=DEFAULT_DETECT_LAG if args.detect_lag is None else args.detect_lag,
-                                 int8_detector=not args.fp32_detector, detect_size=args.detect_size)
+                                 int8_detector=not args.fp32_detector, detect_size=args.detect_size,
+                                 fine_size=args.fine_size)
     else:
         ckpt = args.checkpoint or DEMO_CHECKPOINT
         model = open_instancehmr(ckpt, "onnxruntime", threads=args.threads, synthetic_demo=args.checkpoint is None)
@@ -263,6 +264,9 @@ def main() -> int:
     ap.add_argument("--fp32-detector", action="store_true", help="the FP32 detector even where the app runs INT8")
     ap.add_argument("--detect-size", type=int, default=None,
                     help="the detector's longest input side for frames over 768 px (default: the app's)")
+    ap.add_argument("--fine-size", type=int, default=None,
+                    help="the detector's fine pass's longest input side for frames over 1123 px (0: none; default: "
+                         "the app's)")
     ap.add_argument("--zoom", type=float, nargs="+", default=[1.0],
                     help="cold mode: also score every photo as a camera this many times closer would see it (the "
                          "webcam case: bodies cut by the frame), e.g. --zoom 1 1.3 1.7")

@@ -41,7 +41,7 @@ def test_a_full_command_line_lands_in_the_groups_that_read_it(tmp_path):
     d = tmp_path
     cfg = cfg_for("--input", "clip.mp4", "--headless", "--max-frames", 7, "--checkpoint", d / "w.pkl",
                   "--landmarks", "lite", "--detect-every", 3, "--landmark-budget", 4, "--detect-lag", 0,
-                  "--detect-size", 640, "--body-model", "smpl",
+                  "--detect-size", 640, "--fine-size", 0, "--body-model", "smpl",
                   "--smpl-dir", d / "smpl",
                   "--threshold", 0.4, "--max-people", 5, "--backend", "onnxruntime", "--device", "cpu",
                   "--threads", 1, "--no-smooth", "--smooth-strength", 2.5, "--opacity", 0.3, "--skeleton",
@@ -51,7 +51,8 @@ def test_a_full_command_line_lands_in_the_groups_that_read_it(tmp_path):
                   "--vmc", ":40001", "--vmc-track", 2, "--debug", "--quit-at-end")
     assert cfg.capture == CaptureCfg(camera=None, input="clip.mp4", max_frames=7)
     assert cfg.model == ModelChoiceCfg(name="instancehmr", checkpoint=d / "w.pkl", landmarks="lite", detect_every=3,
-                                       landmark_budget=4, detect_lag=0, detect_size=640, body_model="smpl",
+                                       landmark_budget=4, detect_lag=0, detect_size=640, fine_size=0,
+                                       body_model="smpl",
                                        smpl_dir=d / "smpl",
                                        threshold=0.4, max_people=5)
     assert cfg.runtime == RuntimeCfg(backend="onnxruntime", device="cpu", threads=1)
@@ -82,9 +83,9 @@ def test_defaults_are_the_parsers_and_every_option_has_one_home():
     # derived defaults (None -> the real-footage model and its landmarks) and the plain ones straight from argparse
     assert cfg.model.name == "realfootage" and cfg.model.checkpoint is None and cfg.model.landmarks == "mixed"
     assert cfg.runtime.threads == min(2, CORES)
-    from engine.realfootage.detector import MAX_SIZE
+    from engine.realfootage.detector import FINE_SIZE, MAX_SIZE
 
-    assert cfg.model.detect_size == MAX_SIZE  # the CLI's default is the detector's own
+    assert (cfg.model.detect_size, cfg.model.fine_size) == (MAX_SIZE, FINE_SIZE)  # the CLI's defaults: the detector's
     for dest in ("max_people", "smooth", "smooth_strength", "opacity", "show_mesh", "show_3d", "live_faces",
                  "backend", "device", "mesh_format", "npz_format", "mesh_space", "max_frames", "out_dir"):
         assert stored[dest] == [parser.get_default(dest)], dest
@@ -128,15 +129,19 @@ CONTRADICTIONS = [
     (["--model", "demo", "--checkpoint", "w.pkl"],
      "pass either --model demo or --checkpoint, not both (a checkpoint runs its own system)"),
     (["--model", "demo", "--landmarks", "lite"],
-     "--landmarks, --detect-every, --detect-lag, --detect-size and --landmark-budget apply to the realfootage model "
+     "--landmarks, --detect-every, --detect-lag, --detect-size, --fine-size and --landmark-budget apply to the "
+     "realfootage model "
      "and to 3DCrowdNet/JOTR checkpoints (their 2D poses come from the same tracker), not to the demo model"),
     (["--model", "demo", "--landmark-budget", "3"],
-     "--landmarks, --detect-every, --detect-lag, --detect-size and --landmark-budget apply to the realfootage model "
+     "--landmarks, --detect-every, --detect-lag, --detect-size, --fine-size and --landmark-budget apply to the "
+     "realfootage model "
      "and to 3DCrowdNet/JOTR checkpoints (their 2D poses come from the same tracker), not to the demo model"),
     (["--landmark-budget", "-1"], "--landmark-budget must be in 0..64 (0 = every person), got -1"),
     (["--detect-lag", "-1"], "--detect-lag must be in 0..100 (0 = no detector thread), got -1"),
     (["--detect-size", "500"], "--detect-size must be a multiple of 32 in 416..1536, got 500"),
     (["--detect-size", "384"], "--detect-size must be a multiple of 32 in 416..1536, got 384"),
+    (["--fine-size", "1000"], "--fine-size must be 0 (no fine pass) or a multiple of 32 in 416..2048, got 1000"),
+    (["--fine-size", "-32"], "--fine-size must be 0 (no fine pass) or a multiple of 32 in 416..2048, got -32"),
     (["--backend", "torch"], "the realfootage model runs on ONNX Runtime (CPU, or CUDA with onnxruntime-gpu), not "
                              "torch; use --backend auto, or --checkpoint for an InstanceHMR model"),
     (["--threshold", "1.5"], "--threshold must be in [0, 1], got 1.5"),

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from app.config import REALFOOTAGE_DIR
 from engine.errors import ExportError
-from engine.realfootage.detector import PersonDetector, iou_matrix
+from engine.realfootage.detector import Detections, PersonDetector, iou_matrix
 from engine.realfootage.tracker import match_boxes
 from engine.runtime.graph import OnnxGraph
 from export.dynamic_size import make_file_size_dynamic, make_size_dynamic
@@ -139,7 +139,8 @@ def test_people_in_a_wide_view_are_found_at_the_larger_input():
 
     det = _detector()
     assert det.input_hw(*mosaic.shape[:2]) == (384, 512)
-    small, large = recall(PersonDetector(det.graph, max_size=416)), recall(det)
+    small = recall(PersonDetector(det.graph, max_size=416, fine_size=0))  # the first pass alone, at each size
+    large = recall(PersonDetector(det.graph, fine_size=0))
     assert large >= 0.8 and large >= small + 0.1, (small, large)
 
 
@@ -191,3 +192,88 @@ def test_a_prepared_frame_is_a_copy_so_drawing_on_the_frame_does_not_reach_a_pas
     later = det.detect(prepared, 0.35)
     assert len(clean) >= 3
     np.testing.assert_array_equal(later.boxes, clean.boxes)
+
+
+def test_only_a_frame_larger_than_the_first_pass_shows_gets_a_fine_pass():
+    """The fine pass runs at the clip's scale (416 / 768) up to ``fine_size``, and only where that is at least
+    FINE_GAIN x the first pass: a webcam frame gets none, HD gets one at its clip scale, 4K one capped."""
+    det = _detector()
+    assert det.fine_side(480, 640) == 0 and det.fine_side(960, 1120) == 0  # clip scale 608 < 1.25 x 512
+    assert det.fine_side(842, 1123) == 0 and det.fine_side(843, 1124) == 640  # the documented bound: over 1123 px
+    assert det.fine_side(720, 1280) == 704 and det.fine_side(1280, 720) == 704
+    assert det.fine_side(1080, 1920) == 1024 and det.fine_side(2160, 3840) == 1024
+    assert PersonDetector(det.graph, fine_size=0).fine_side(2160, 3840) == 0
+    assert PersonDetector(det.graph, fine_size=640).fine_side(1080, 1920) == 640
+    assert PersonDetector(det.graph, fine_size=608).fine_side(1080, 1920) == 0  # not enough finer than 512
+    assert PersonDetector(det.graph, max_size=832).fine_side(1080, 1920) == 0  # 1024 < 1.25 x 832
+    assert PersonDetector(det.graph, max_size=832, fine_size=1088).fine_side(1080, 1920) == 1056  # the clip scale
+    assert det.small_height(1080, 1920) == pytest.approx(64 * 1920 / 512) and det.small_height(480, 640) == 0
+    prepared = det.prepare(np.zeros((1080, 1920, 3), np.uint8))
+    assert prepared.image.shape == (288, 512, 3) and prepared.fine.shape == (576, 1024, 3)
+    assert prepared.fine_scale == pytest.approx(1024 / 1920)
+    assert det._tensor(prepared, fine=True).shape == (1, 3, 576, 1024)
+    assert det.prepare(np.zeros((480, 640, 3), np.uint8)).fine is None
+
+
+def test_the_fine_pass_boxes_the_small_people_and_the_first_pass_the_tall_ones(monkeypatch):
+    """The merge: the first pass's people at least SMALL_HEIGHT input pixels tall, the fine pass's shorter ones,
+    except a fine box lying inside a tall person (a bag, a child held), overlaps suppressed."""
+    det = _detector()
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    small = det.small_height(1080, 1920)  # 240 frame px
+    tall, short = [100, 100, 300, 700], [1000, 500, 1060, 650]
+    first = Detections(np.array([tall, [990, 490, 1075, 660]], np.float32), np.array([0.9, 0.5], np.float32))
+    fine = Detections(np.array([[105, 95, 298, 705],  # the tall person again: the first pass keeps them
+                                short,  # the small one, boxed better than the first pass did
+                                [150, 300, 210, 420],  # inside the tall person
+                                [1500, 800, 1530, 870]],  # someone only the fine pass sees
+                               np.float32), np.array([0.8, 0.7, 0.6, 0.4], np.float32))
+    calls = []
+
+    def one_pass(prepared, threshold, max_people, fine_pass):
+        calls.append(fine_pass)
+        return fine if fine_pass else first
+
+    monkeypatch.setattr(det, "_pass", lambda p, t, m, fine: one_pass(p, t, m, fine))
+    found = det(frame, 0.3)
+    assert calls == [False, True] and 660 - 490 < small <= 700 - 100
+    np.testing.assert_array_equal(found.boxes, np.array([tall, short, [1500, 800, 1530, 870]], np.float32))
+    np.testing.assert_array_equal(found.scores, np.array([0.9, 0.7, 0.4], np.float32))
+    calls.clear()
+    webcam = det(np.zeros((480, 640, 3), np.uint8), 0.3)  # no fine pass: the first pass as it is
+    assert calls == [False] and webcam is first
+
+
+@needs_data
+def test_a_crowd_seen_from_afar_is_found_by_the_fine_pass():
+    """A 3x3 mosaic of two hand-boxed vtest.avi frames (2304x1728, people 100-150 px tall, a street seen from
+    three times as far by a camera with three times the pixels): the 512 first pass misses most of them."""
+    import json
+
+    ann = json.loads((Path(__file__).parent / "data" / "realfootage_boxes.json").read_text())["images"]
+    wanted = {100: None, 180: None}
+    cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
+    for i in range(181):
+        ok, frame = cap.read()
+        assert ok
+        if i in wanted:
+            wanted[i] = frame
+    cap.release()
+    people = {im["frame"]: [p["box"] for p in im["people"] if not p["hard"]] for im in ann if im.get("frame") in wanted}
+    rows, truth = [], []
+    for r in range(3):
+        tiles = [100 if (r + c) % 2 == 0 else 180 for c in range(3)]
+        rows.append(np.hstack([wanted[f] for f in tiles]))
+        for c, f in enumerate(tiles):
+            truth += [[x1 + 768 * c, y1 + 576 * r, x2 + 768 * c, y2 + 576 * r] for x1, y1, x2, y2 in people[f]]
+    mosaic, truth = np.vstack(rows), np.array(truth, np.float32)
+
+    def score(det: PersonDetector) -> tuple[float, float]:
+        found = det(mosaic, 0.35)
+        hits = len(match_boxes(iou_matrix(truth, found.boxes), 0.5)) if len(found) else 0
+        return hits / len(truth), hits / max(1, len(found))
+
+    det = _detector()
+    assert det.fine_side(*mosaic.shape[:2]) == 1024
+    (r0, p0), (r1, p1) = score(PersonDetector(det.graph, fine_size=0)), score(det)
+    assert r1 >= 0.85 and r1 >= r0 + 0.4 and p1 >= max(p0, 0.8), (r0, p0, r1, p1)

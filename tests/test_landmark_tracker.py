@@ -65,10 +65,13 @@ class FakeDetector:
     def __init__(self, scene: Scene) -> None:
         self.scene, self.passes = scene, 0
 
-    def __call__(self, frame, threshold, max_people=64) -> Detections:
-        return self.detect(self.prepare(frame), threshold, max_people)
+    def __call__(self, frame, threshold, max_people=64, fine=True) -> Detections:
+        return self.detect(self.prepare(frame, fine), threshold, max_people)
 
-    def prepare(self, frame) -> np.ndarray:
+    def small_height(self, height, width) -> float:
+        return 0.0  # every scripted frame is too small for a fine pass
+
+    def prepare(self, frame, fine=True) -> np.ndarray:
         return self.scene.boxes()  # what this frame shows
 
     def detect(self, boxes, threshold, max_people=64) -> Detections:
@@ -196,7 +199,7 @@ def test_a_detection_the_landmark_network_rejects_is_not_cropped_on_every_pass()
 class DetectorWithAFarAwayFigure(FakeDetector):
     """Also boxes a 20 px figure far from everyone (BlazePose never accepted a seed that small on real video)."""
 
-    def prepare(self, frame) -> np.ndarray:
+    def prepare(self, frame, fine=True) -> np.ndarray:
         return np.concatenate([self.scene.boxes(), [[1100, 20, 1108, 40]]]).astype(np.float32)
 
 
@@ -445,7 +448,7 @@ class CloseUpDetector(FakeDetector):
     def __init__(self) -> None:
         self.passes = 0
 
-    def prepare(self, frame) -> np.ndarray:
+    def prepare(self, frame, fine=True) -> np.ndarray:
         return CloseUp.box
 
 
@@ -581,7 +584,7 @@ class ApproachingDetector(CloseUpDetector):
         super().__init__()
         self.frame = 0
 
-    def prepare(self, frame) -> np.ndarray:
+    def prepare(self, frame, fine=True) -> np.ndarray:
         box = CloseUp.box.copy()
         if self.frame >= 10:
             c = (box[0, 0] + box[0, 2]) / 2
@@ -795,7 +798,7 @@ class GroupDetector(FakeDetector):
     def __init__(self, boxes) -> None:
         self.boxes, self.passes = np.asarray(boxes, np.float32), 0
 
-    def prepare(self, frame) -> np.ndarray:
+    def prepare(self, frame, fine=True) -> np.ndarray:
         return self.boxes
 
 
@@ -1008,3 +1011,39 @@ def test_the_flow_of_a_large_frame_is_read_smaller_and_measured_in_frame_pixels(
     assert ok[0]
     np.testing.assert_allclose(step[0], shift, atol=1.0 / ka * 0.5)
     assert abs(zoom[0] - 1.0) < 0.02
+
+
+class FineNotingDetector(FakeDetector):
+    """A detector for a frame large enough for its fine pass, people under ``small`` px short enough to need it;
+    notes whether each pass took it."""
+
+    def __init__(self, scene: Scene, small: float) -> None:
+        super().__init__(scene)
+        self.small, self.fine = small, []
+
+    def small_height(self, height, width) -> float:
+        return self.small
+
+    def prepare(self, frame, fine=True) -> np.ndarray:
+        self.fine.append(fine)
+        return super().prepare(frame, fine)
+
+
+@pytest.mark.parametrize("lag", [0, 2])
+def test_the_fine_pass_runs_at_every_pass_only_while_someone_small_is_tracked(lag):
+    """Tall people alone: the fine passes back off to one in ``fine_backoff`` passes (gaps 1, 1, 2, 4, 8, 8, ...).
+    A person under the detector's small height: every pass takes it, so every pass sees them."""
+    cfg = TrackerCfg(detect_every=1, max_detect_every=0, landmark_budget=0, detect_lag=lag, fine_backoff=8)
+    for small, expect in ((HEIGHT / 2, "tall"), (2 * HEIGHT, "small")):
+        scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(3)])
+        det = FineNotingDetector(scene, small)
+        tracker = LandmarkTracker(det, FakeLandmarks(scene), cfg)
+        for f in range(80):
+            scene.frame = f
+            assert len(tracker(FRAME, 0.3, 64).landmarks) == 3
+        assert len(det.fine) >= 26
+        if expect == "small":
+            assert all(det.fine), det.fine
+        else:
+            runs = np.flatnonzero(det.fine)
+            assert list(np.diff(runs[:6])) == [1, 2, 4, 8, 8], det.fine

@@ -60,13 +60,14 @@ BACKGROUND_DETECTOR_THREADS = 1
 
 def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 1, detect_every: int = 2,
                  device: str = "auto", landmark_budget: float = 0.0, detect_lag: int = 0,
-                 int8_detector: bool = True, detect_size: int | None = None) -> OpenedTracker:
+                 int8_detector: bool = True, detect_size: int | None = None,
+                 fine_size: int | None = None) -> OpenedTracker:
     """The landmark tracker (NanoDet + BlazePose from ``model_dir``) that 2D-pose-driven models share.
 
     ``int8_detector``: on the CPU, run ``nanodet_int8.onnx`` when it is there (False: always the FP32 file). On a
     GPU the FP32 file runs: the INT8 one was built and judged for ONNX Runtime's CPU kernels only. ``detect_size``:
-    the detector's longest input side, for frames over 768 px (None: the detector's default; see
-    :class:`~engine.realfootage.detector.PersonDetector`).
+    the detector's longest input side, for frames over 768 px; ``fine_size``: its fine pass's, for frames over
+    1123 px (0: none). None: the detector's defaults (see :mod:`engine.realfootage.detector`).
     """
     from ..errors import ConfigError
     from ..realfootage.detector import PersonDetector
@@ -88,7 +89,8 @@ def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 
     det = OnnxGraph(quantized if precision == "int8" else model_dir / DETECTOR_FILE, (), PersonDetector.OUTPUTS,
                     min(threads, BACKGROUND_DETECTOR_THREADS) if detect_lag > 0 else threads, device=device)
     cfg = TrackerCfg(detect_every=detect_every, landmark_budget=landmark_budget, detect_lag=detect_lag)
-    person = PersonDetector(det) if detect_size is None else PersonDetector(det, max_size=detect_size)
+    sizes = {k: v for k, v in (("max_size", detect_size), ("fine_size", fine_size)) if v is not None}
+    person = PersonDetector(det, **sizes)
     tracker = LandmarkTracker(person, BlazePoseLandmarks(lmk), cfg,
                               follow=BlazePoseLandmarks(graph(follow)) if follow != find else None)
     return OpenedTracker(tracker, lmk.device, DETECT_THRESHOLD[landmarks], precision)
@@ -96,7 +98,8 @@ def open_tracker(model_dir: str | Path, landmarks: str = "full", threads: int = 
 
 def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threads: int = 1,
                      detect_every: int = 2, device: str = "auto", landmark_budget: float = 0.0,
-                     detect_lag: int = 0, int8_detector: bool = True, detect_size: int | None = None) -> PeopleModel:
+                     detect_lag: int = 0, int8_detector: bool = True, detect_size: int | None = None,
+                     fine_size: int | None = None) -> PeopleModel:
     """The real-footage default from the converted models in ``model_dir``.
 
     Args:
@@ -112,12 +115,13 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
             thread: the detector runs on the caller's thread).
         int8_detector: on the CPU, the INT8 detector when it is shipped (see :func:`open_tracker`).
         detect_size: the detector's longest input side, for frames over 768 px (see :func:`open_tracker`).
+        fine_size: its fine pass's longest input side, for frames over 1123 px (0: none; see :func:`open_tracker`).
     """
     from ..bodyfit import BodyFitter
     from .realfootage import RealFootageModel
 
     opened = open_tracker(model_dir, landmarks, threads, detect_every, device, landmark_budget, detect_lag,
-                          int8_detector, detect_size)
+                          int8_detector, detect_size, fine_size)
     schedule = f", {landmark_budget:g} crops/frame" if landmark_budget > 0 else ""
     title = f"NanoDet + BlazePose {LANDMARK_LABELS[landmarks]}{schedule} + IK"
     precision = "fp32" if opened.detector_precision == "fp32" else "fp32, detector int8"
@@ -129,7 +133,7 @@ def open_realfootage(model_dir: str | Path, body, landmarks: str = "full", threa
 def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, body, backend: str = "auto",
                     landmarks: str = "full", threads: int = 1, detect_every: int = 2,
                     device: str = "auto", landmark_budget: float = 0.0, detect_lag: int = 0,
-                    detect_size: int | None = None) -> PeopleModel:
+                    detect_size: int | None = None, fine_size: int | None = None) -> PeopleModel:
     """3DCrowdNet or JOTR from an official checkpoint (or its exported .onnx), guided by the landmark tracker.
 
     Args:
@@ -178,7 +182,7 @@ def open_poseguided(checkpoint: str | Path, system: str, model_dir: str | Path, 
         runner = TorchGraph(load_network(checkpoint, system=system), OUTPUT_NAMES, resolve_torch_device(device))
     where = f"torch {runner.device} fp32" if isinstance(runner, TorchGraph) else f"onnxruntime {runner.device} fp32"
     tracker, _, threshold, _ = open_tracker(model_dir, landmarks, threads, detect_every, device, landmark_budget,
-                                            detect_lag, detect_size=detect_size)
+                                            detect_lag, detect_size=detect_size, fine_size=fine_size)
     with torch.inference_mode():
         rest = body(torch.zeros(1, 3), torch.zeros(1, 69), root_align=False).joints[0, :24].numpy()
     info = ModelInfo(system, f"{names[system]} (2D poses: NanoDet + BlazePose {LANDMARK_LABELS[landmarks]})", where,
