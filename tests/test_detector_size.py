@@ -3,6 +3,7 @@ detector on rectangular inputs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -109,13 +110,9 @@ def test_a_large_frame_gets_a_larger_input_up_to_the_cap():
     assert larger.input_hw(720, 1280) == (384, 640) and larger.input_hw(600, 800) == (352, 448)
 
 
-@needs_data
-def test_people_in_a_wide_view_are_found_at_the_larger_input():
-    """A 2x2 mosaic of two hand-boxed vtest.avi frames (1536x1152: the same people at the same pixel size in a view
-    four times larger, as an HD street camera sees them). Scaled to 416 the people shrink below what the network
-    finds; at the larger input most of them are found again."""
-    import json
-
+def _vtest_tiles(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An n x n mosaic of the hand-boxed vtest.avi frames 100 and 180 in a checkerboard (the same people at the same
+    pixel size in a view n times wider and higher), and the boxes of its people who are not marked hard."""
     ann = json.loads((Path(__file__).parent / "data" / "realfootage_boxes.json").read_text())["images"]
     wanted = {100: None, 180: None}
     cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
@@ -126,12 +123,21 @@ def test_people_in_a_wide_view_are_found_at_the_larger_input():
             wanted[i] = frame
     cap.release()
     people = {im["frame"]: [p["box"] for p in im["people"] if not p["hard"]] for im in ann if im.get("frame") in wanted}
-    a, b = wanted[100], wanted[180]
-    mosaic = np.vstack([np.hstack([a, b]), np.hstack([b, a])])
-    truth = []
-    for (ox, oy), f in zip([(0, 0), (768, 0), (0, 576), (768, 576)], [100, 180, 180, 100], strict=True):
-        truth += [[x1 + ox, y1 + oy, x2 + ox, y2 + oy] for x1, y1, x2, y2 in people[f]]
-    truth = np.array(truth, np.float32)
+    rows, truth = [], []
+    for r in range(n):
+        tiles = [100 if (r + c) % 2 == 0 else 180 for c in range(n)]
+        rows.append(np.hstack([wanted[f] for f in tiles]))
+        for c, f in enumerate(tiles):
+            truth += [[x1 + 768 * c, y1 + 576 * r, x2 + 768 * c, y2 + 576 * r] for x1, y1, x2, y2 in people[f]]
+    return np.vstack(rows), np.array(truth, np.float32)
+
+
+@needs_data
+def test_people_in_a_wide_view_are_found_at_the_larger_input():
+    """A 2x2 mosaic of two hand-boxed vtest.avi frames (1536x1152: the same people at the same pixel size in a view
+    four times larger, as an HD street camera sees them). Scaled to 416 the people shrink below what the network
+    finds; at the larger input most of them are found again."""
+    mosaic, truth = _vtest_tiles(2)
 
     def recall(det: PersonDetector) -> float:
         found = det(mosaic, 0.35)
@@ -248,25 +254,7 @@ def test_the_fine_pass_boxes_the_small_people_and_the_first_pass_the_tall_ones(m
 def test_a_crowd_seen_from_afar_is_found_by_the_fine_pass():
     """A 3x3 mosaic of two hand-boxed vtest.avi frames (2304x1728, people 100-150 px tall, a street seen from
     three times as far by a camera with three times the pixels): the 512 first pass misses most of them."""
-    import json
-
-    ann = json.loads((Path(__file__).parent / "data" / "realfootage_boxes.json").read_text())["images"]
-    wanted = {100: None, 180: None}
-    cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
-    for i in range(181):
-        ok, frame = cap.read()
-        assert ok
-        if i in wanted:
-            wanted[i] = frame
-    cap.release()
-    people = {im["frame"]: [p["box"] for p in im["people"] if not p["hard"]] for im in ann if im.get("frame") in wanted}
-    rows, truth = [], []
-    for r in range(3):
-        tiles = [100 if (r + c) % 2 == 0 else 180 for c in range(3)]
-        rows.append(np.hstack([wanted[f] for f in tiles]))
-        for c, f in enumerate(tiles):
-            truth += [[x1 + 768 * c, y1 + 576 * r, x2 + 768 * c, y2 + 576 * r] for x1, y1, x2, y2 in people[f]]
-    mosaic, truth = np.vstack(rows), np.array(truth, np.float32)
+    mosaic, truth = _vtest_tiles(3)
 
     def score(det: PersonDetector) -> tuple[float, float]:
         found = det(mosaic, 0.35)
