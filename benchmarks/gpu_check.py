@@ -12,7 +12,8 @@ whole check, so one missing piece never costs the device time already spent):
   random R50@512 calibrated to about 5 people.
 * ``end_to_end``: the headless app (``--device cuda``, recording on) at 1280x720 for the bundled model, an R50@512
   scene checkpoint with about 5 people and a crowd of 64; FPS and per-stage milliseconds from the app's own stats.
-* ``realfootage``: the real-footage ONNX networks on ONNX Runtime's CUDA provider when onnxruntime-gpu is present.
+* ``realfootage``: the real-footage ONNX networks on ONNX Runtime's CUDA provider when onnxruntime-gpu is present:
+  a landmark crop, and the detector's first and fine pass at a 1280x720 frame's inputs (512x288 and 704x396).
 
 ``--cpu-smoke`` runs every section on the CPU at toy sizes with few iterations (the CUDA-graph rows use the eager
 stand-in), so a CPU test proves the script end to end; its numbers mean nothing.
@@ -260,25 +261,38 @@ def end_to_end(plan: Plan, work: Path) -> dict:
 
 
 def realfootage(plan: Plan) -> dict:
+    """Each real-footage network alone, at the inputs a ``plan.frame_size`` frame gives it: the landmark networks'
+    fixed crop, and the detector's first pass and (where the frame gets one) its fine pass, whose sizes follow the
+    frame (a size-free graph run at 1x1 would time nothing real)."""
     from app.config import REALFOOTAGE_DIR
+    from engine.realfootage.detector import PersonDetector
     from engine.runtime.device import ort_gpu_providers, providers_for
     from engine.runtime.graph import OnnxGraph
 
     if plan.device.startswith("cuda") and not ort_gpu_providers():
         return {"skipped": "onnxruntime-gpu is not installed (the installed onnxruntime has no CUDA provider)"}
     providers = providers_for("cpu" if plan.device == "cpu" else "cuda")
+    width, height = plan.frame_size
+    frame = np.zeros((height, width, 3), np.uint8)
     rows = {}
     for name in ("nanodet", "blazepose_full", "blazepose_lite"):
-        path = REALFOOTAGE_DIR / f"{name}.onnx"
-        g = OnnxGraph(path, (), (), threads=1, providers=providers)
-        feeds = {}
-        for inp in g.session.get_inputs():
-            shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-            feeds[inp.name] = np.random.default_rng(0).random(shape, dtype=np.float32)
+        g = OnnxGraph(REALFOOTAGE_DIR / f"{name}.onnx", (), (), threads=1, providers=providers)
+        inp = g.session.get_inputs()[0]
+        if name == "nanodet":
+            det = PersonDetector(g)
+            prepared = det.prepare(frame)
+            passes = {"nanodet": det._tensor(prepared)}
+            if prepared.fine is not None:
+                passes["nanodet_fine"] = det._tensor(prepared, fine=True)
+        else:
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]  # one crop
+            passes = {name: np.random.default_rng(0).random(shape, dtype=np.float32)}
         names = [o.name for o in g.session.get_outputs()]
-        ms = _time_ms(lambda g=g, feeds=feeds, names=names: g.session.run(names, feeds), "cpu", plan.warmup,
-                      plan.runs)
-        rows[name] = {"ms": round(ms, 3), "providers": list(g.providers), "note": g.note}
+        for key, x in passes.items():
+            feeds = {inp.name: x}
+            ms = _time_ms(lambda g=g, feeds=feeds, names=names: g.session.run(names, feeds), "cpu", plan.warmup,
+                          plan.runs)
+            rows[key] = {"ms": round(ms, 3), "input": list(x.shape), "providers": list(g.providers), "note": g.note}
         g.close()
     return rows
 

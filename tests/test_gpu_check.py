@@ -53,6 +53,19 @@ def test_cpu_smoke_writes_every_section(tmp_path, capsys):
         assert "torch cpu" in e2e[k]["model"]
     assert {"nanodet", "blazepose_full"} <= set(report["realfootage"])
     assert all(r["ms"] > 0 for r in report["realfootage"].values())
+    assert report["realfootage"]["nanodet"]["input"] == [1, 3, 256, 416]  # the detector's input for that frame
+
+
+def test_the_realfootage_rows_time_the_detector_at_a_real_frame_s_inputs():
+    """At 1280x720 the detector runs a 512 first pass and a 704 fine pass: both are timed, at those shapes (a
+    size-free graph fed 1x1 would time nothing), and the landmark networks at their fixed crop."""
+    from dataclasses import replace
+
+    mod = _gpu_check()
+    rows = mod.realfootage(replace(mod.SMOKE, frame_size=(1280, 720)))
+    assert rows["nanodet"]["input"] == [1, 3, 288, 512] and rows["nanodet_fine"]["input"] == [1, 3, 416, 704]
+    assert rows["blazepose_full"]["input"] == rows["blazepose_lite"]["input"] == [1, 256, 256, 3]
+    assert all(r["ms"] > 0 for r in rows.values())
 
 
 def test_without_a_gpu_the_full_check_refuses_in_one_line(tmp_path, capsys):
