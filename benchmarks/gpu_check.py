@@ -13,7 +13,7 @@ whole check, so one missing piece never costs the device time already spent):
 * ``end_to_end``: the headless app (``--device cuda``, recording on) at 1280x720 for the bundled model, an R50@512
   scene checkpoint with about 5 people and a crowd of 64; FPS and per-stage milliseconds from the app's own stats.
 * ``realfootage``: the real-footage ONNX networks on ONNX Runtime's CUDA provider when onnxruntime-gpu is present:
-  a landmark crop, and the detector's first and fine pass at a 1280x720 frame's inputs (inputs of 512x288 and 704x416).
+  a landmark crop, and the detector's first and fine pass at a 1280x720 frame's inputs (512x288, 704x416).
 
 ``--cpu-smoke`` runs every section on the CPU at toy sizes with few iterations (the CUDA-graph rows use the eager
 stand-in), so a CPU test proves the script end to end; its numbers mean nothing.
