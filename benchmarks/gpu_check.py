@@ -280,10 +280,9 @@ def realfootage(plan: Plan) -> dict:
         inp = g.session.get_inputs()[0]
         if name == "nanodet":
             det = PersonDetector(g)
-            prepared = det.prepare(frame)
-            passes = {"nanodet": det._tensor(prepared)}
-            if prepared.fine is not None:
-                passes["nanodet_fine"] = det._tensor(prepared, fine=True)
+            passes = {"nanodet": det.preprocess(frame)[0]}
+            if det.fine_side(height, width):
+                passes["nanodet_fine"] = det.preprocess(frame, fine=True)[0]
         else:
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]  # one crop
             passes = {name: np.random.default_rng(0).random(shape, dtype=np.float32)}

@@ -217,7 +217,10 @@ def test_only_a_frame_larger_than_the_first_pass_shows_gets_a_fine_pass():
     prepared = det.prepare(np.zeros((1080, 1920, 3), np.uint8))
     assert prepared.image.shape == (288, 512, 3) and prepared.fine.shape == (576, 1024, 3)
     assert prepared.fine_scale == pytest.approx(1024 / 1920)
-    assert det._tensor(prepared, fine=True).shape == (1, 3, 576, 1024)
+    x, k = det.preprocess(np.zeros((1080, 1920, 3), np.uint8), fine=True)
+    assert x.shape == (1, 3, 576, 1024) and k == pytest.approx(1024 / 1920)
+    with pytest.raises(ValueError, match="640x480 frame gets no fine pass"):
+        det.preprocess(np.zeros((480, 640, 3), np.uint8), fine=True)
     assert det.prepare(np.zeros((480, 640, 3), np.uint8)).fine is None
 
 

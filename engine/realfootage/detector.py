@@ -195,10 +195,13 @@ class PersonDetector:
         step = STRIDES[-1]
         return (max(step, -(-round(height * k) // step) * step), max(step, -(-round(width * k) // step) * step))
 
-    def preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, float]:
-        """Letterbox to the top-left of the input canvas: (NCHW float32 [1, 3, H, W], frame->input scale)."""
-        prepared = self.prepare(frame_bgr)
-        return self._tensor(prepared), prepared.scale
+    def preprocess(self, frame_bgr: np.ndarray, fine: bool = False) -> tuple[np.ndarray, float]:
+        """Letterbox to the top-left of the input canvas: (NCHW float32 [1, 3, H, W], frame->input scale), of the
+        first pass, or of the fine pass with ``fine`` (a frame that gets none: ValueError)."""
+        prepared = self.prepare(frame_bgr, fine)
+        if fine and prepared.fine is None:
+            raise ValueError(f"a {frame_bgr.shape[1]}x{frame_bgr.shape[0]} frame gets no fine pass")
+        return self._tensor(prepared, fine), prepared.fine_scale if fine else prepared.scale
 
     def __call__(self, frame_bgr: np.ndarray, threshold: float, max_people: int = 64,
                  fine: bool = True) -> Detections:
@@ -224,8 +227,8 @@ class PersonDetector:
         img = prepared.fine if fine else prepared.image
         img = img if self.bgr else img[:, :, ::-1]
         nh, nw = img.shape[:2]
-        step = STRIDES[-1]
-        ih, iw = (-(-nh // step) * step, -(-nw // step) * step) if fine else self.input_hw(*prepared.frame_hw)
+        step = STRIDES[-1]  # a size-free graph takes the image padded to the stride: input_hw's rule, for either pass
+        ih, iw = self.input_hw(*prepared.frame_hw) if self.fixed else (-(-nh // step) * step, -(-nw // step) * step)
         x = np.zeros((1, 3, ih, iw), np.float32)
         for c in range(3):
             x[0, c, :nh, :nw] = (img[:, :, c] - self.mean[c]) * self.inv_std[c]
