@@ -471,6 +471,47 @@ def test_a_body_cut_by_the_frame_is_cropped_as_the_top_of_a_taller_body_and_its_
     np.testing.assert_allclose(sides, cut_side, rtol=1e-5)  # held: the person does not move or change size
 
 
+class ChestUp(CloseUp):
+    """A person seen from the chest up whose box is only 0.6 as wide as tall (hair over the shoulders, turned a
+    little): the cut framing a whole person of that width gives is too short, and the network turns down any crop
+    smaller than the whole body needs."""
+
+    box = np.array([[274.0, 60.0, 526.0, 480.0]], np.float32)  # 252 x 420, cut by the bottom edge
+
+    def __call__(self, rgb, rois: Rois, keep=None) -> Landmarks:  # keep: a look alone's box (nothing changes)
+        lm = super().__call__(rgb, rois)
+        lm.flag[:] = np.where(rois.sides >= 0.9 * self.whole_side, 0.999, 0.05)
+        return lm
+
+
+class ChestUpDetector(CloseUpDetector):
+    def prepare(self, frame, fine=True) -> np.ndarray:
+        return ChestUp.box
+
+
+@pytest.mark.parametrize("deep_cut", [None, 1.8])
+def test_a_cut_body_turned_down_in_both_framings_is_cropped_as_a_deeper_one(deep_cut):
+    """Both framings of a cut candidate turned down: it is cropped once more as the top of a body ``deep_cut``
+    times its height in the picture, and that framing, which the network accepts, is the person's (held as a cut
+    body's crop is). Without it, nobody is found."""
+    net = ChestUp(whole_side=900.0)
+    tracker = LandmarkTracker(ChestUpDetector(), net, TrackerCfg(detect_every=1000, landmark_budget=0,
+                                                                 deep_cut=deep_cut))
+    res = tracker(FRAME[:, :800], 0.3, 64)
+    whole_side, cut_side = net.crops[0].sides
+    assert whole_side == pytest.approx(1.25 * 420) and cut_side == pytest.approx(1.25 * 252 / 0.45)
+    if deep_cut is None:
+        assert len(res.landmarks) == 0 and all(len(r) == 1 for r in net.crops[1:])  # at most a look alone
+        return
+    assert [len(r) for r in net.crops] == [2, 1] and res.crops == 3
+    assert net.crops[1].sides[0] == pytest.approx(1.25 * 1.8 * 420)
+    assert len(res.landmarks) == 1 and tracker._tracks.cut.tolist() == [1]
+    for _ in range(5):
+        res = tracker(FRAME[:, :800], 0.3, 64)
+        assert len(res.landmarks) == 1 and res.ids.tolist() == [0]
+        assert net.crops[-1].sides[0] == pytest.approx(1.25 * 1.8 * 420, rel=1e-5)  # held
+
+
 @pytest.mark.parametrize(("legs_flag", "cut_flag", "cut"), [(0.99, 0.995, 0), (0.9, 0.9999, 1)])
 def test_a_wide_whole_body_at_the_frame_edge_keeps_its_whole_body_crop(legs_flag, cut_flag, cut):
     """A running or sitting person whose wide box reaches the bottom edge, with a leg seen in the whole-body crop,

@@ -67,7 +67,7 @@ def rois_from_boxes(boxes: np.ndarray, scale: float) -> Rois:
     return Rois(centers.astype(np.float32), sides.astype(np.float32), np.zeros(len(boxes), np.float32))
 
 
-def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int], at_least: float = 0.0) -> np.ndarray:
     """[N, 4] detector boxes with the part of the body outside the frame added back, where the frame cuts them.
 
     Why: the landmark network reads a crop framed around a whole body (the mid-hip at the centre). A person close to
@@ -80,7 +80,8 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray
     one that a side edge cut as well, a player half out of the picture) says nothing by its width: it is extended
     to ``NARROW_CUT_HEIGHT`` x the height in the picture, a body seen from the head down to the hips or the
     thighs. Whether the box really is cut is for the landmark network to say (the tracker crops both framings).
-    The tracker keeps that framing and moves it with the landmarks seen (:func:`follow_points`).
+    The tracker keeps that framing and moves it with the landmarks seen (:func:`follow_points`). ``at_least``
+    extends every cut box to at least that many times its height in the picture (the tracker's deeper framing).
     """
     out = np.array(boxes, np.float32, copy=True).reshape(-1, 4)
     if not len(out):
@@ -89,6 +90,7 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray
     whole = np.maximum(seen, (out[:, 2] - out[:, 0]) / WHOLE_BODY_ASPECT)
     cut = cut_boxes(out, frame_hw)
     whole = np.where((cut != 0) & _narrow(out), np.maximum(whole, NARROW_CUT_HEIGHT * seen), whole)
+    whole = np.where(cut != 0, np.maximum(whole, at_least * seen), whole)
     down, up = cut > 0, cut < 0
     out[down, 3] = out[down, 1] + whole[down]
     out[up, 1] = out[up, 3] - whole[up]

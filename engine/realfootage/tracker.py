@@ -222,6 +222,18 @@ class TrackerCfg:
             vtest.avi (people 56-83 px tall, 321 hand-boxed), tracked, recall / precision 0.49 / 0.92 without it,
             0.81 / 0.92 with it (a 240-frame video of the same kind ran 6.5 and 6.3 FPS against 12.0 and
             13.3).
+        deep_cut: a cut candidate the network turned down in both framings (see :meth:`LandmarkTracker._first_crops`)
+            is cropped once more as the top of a body this many times its height in the picture (None: never).
+            The cut framing of a box wider than a whole person's is as tall as a whole person of that width: right
+            for a body cut at the hips, too short for one seen from the chest up, whose box can be little wider
+            (three women filling a close view, boxes 0.46-0.76 as wide as tall, were framed at 1.0-1.7x their height
+            in the picture and two turned down both ways; at 1.8x all three were accepted). Cold, at 1, 1.3 and
+            1.7x: six group photos 0.778 / 0.925 -> 0.825 / 0.912 (63 people), the wheel photos, close-ups and the
+            hand-boxed set the same; as webcam-like clips, four takes: group photos 0.748 / 0.834 -> 0.752 / 0.835,
+            wheel photos 0.558 / 0.724 -> 0.565 / 0.728; vtest.avi unchanged (no walker is turned down both ways).
+            Used for every cut candidate instead of the shorter framing it lost people cut at the thighs (four
+            women hugging: the crop, twice their visible height, read the neighbour), and 2.2 or 2.6 did no better
+            on these sets (within one or two people either way).
     """
 
     detect_every: int = 2
@@ -258,6 +270,7 @@ class TrackerCfg:
     flow: bool = True
     flow_min_points: int = 6
     fine_backoff: int = 8
+    deep_cut: float | None = 1.8
 
 
 @dataclass
@@ -592,7 +605,8 @@ class LandmarkTracker:
         taken whenever the network accepts it: with no leg in the picture, both framings' pose flags are near 1
         and comparing them is a coin toss (people seated in a group photo, cut at the hips, were drawn as whole
         bodies squeezed into the picture, their heads at the chin; six group photos, 42 people at two zooms:
-        recall 0.50 -> 0.64, precision 0.66 -> 0.78).
+        recall 0.50 -> 0.64, precision 0.66 -> 0.78). Where the network turns down both, a deeper cut framing gets
+        a third look (``TrackerCfg.deep_cut``: a person seen from the chest up).
         """
         cfg = self.cfg
         rois = rois_from_boxes(seeds, cfg.box_scale)
@@ -601,9 +615,16 @@ class LandmarkTracker:
         if not len(alt):
             first, again = self._look_alone(frame, seeds, self.landmarks(frame, rois), rois, cand, tracked)
             return first, cand, len(seeds) + again
-        both = Rois.concat([rois, rois_from_boxes(extend_cut_boxes(seeds[alt], self._hw), cfg.box_scale)])
+        extended = extend_cut_boxes(seeds[alt], self._hw)
+        both = Rois.concat([rois, rois_from_boxes(extended, cfg.box_scale)])
         found = self.landmarks(frame, both)
         whole, cut_view = found.select(alt), found.select(np.arange(len(seeds), len(both)))
+        rows, deep_rois, deep_found, deeper = self._deeper(frame, seeds[alt], extended, whole.flag, cut_view.flag)
+        if len(rows):  # a deeper cut framing the network accepts replaces the turned-down one
+            sel = np.arange(len(both))
+            sel[len(seeds) + rows] = len(both) + np.arange(len(rows))
+            both, found = Rois.concat([both, deep_rois]).select(sel), Landmarks.concat([found, deep_found]).select(sel)
+            cut_view = found.select(np.arange(len(seeds), len(both)))
         believable = _legs_seen(whole) & (whole.flag >= cfg.flag_threshold)
         margin = np.where(narrow_cut(seeds[alt], self._hw), np.inf, CUT_MARGIN_WITH_LEGS)
         surer = _logit(cut_view.flag) - _logit(whole.flag)
@@ -615,7 +636,23 @@ class LandmarkTracker:
         picked = both.select(pick)
         first, again = self._look_alone(frame, seeds, found.select(pick), picked, cut, tracked)
         # a cut body's next crop keeps this framing (its alignment points drift, see roi.follow_points)
-        return _held_where(cut != 0, first, picked), cut, len(both) + again
+        return _held_where(cut != 0, first, picked), cut, len(both) + again + deeper
+
+    def _deeper(self, frame: np.ndarray, boxes: np.ndarray, extended: np.ndarray, whole_flag: np.ndarray,
+                cut_flag: np.ndarray) -> tuple[np.ndarray, Rois, Landmarks, int]:
+        """Cut candidates the network turned down in both framings, cropped again as the top of a deeper body
+        (``TrackerCfg.deep_cut``): the rows where the network accepts that framing, the framings and their
+        landmarks, and the crops taken."""
+        cfg = self.cfg
+        seen = boxes[:, 3] - boxes[:, 1]
+        rows = np.flatnonzero((np.maximum(whole_flag, cut_flag) < cfg.flag_threshold)
+                              & (extended[:, 3] - extended[:, 1] < 0.9 * (cfg.deep_cut or 0.0) * seen))
+        if not len(rows):
+            return rows, Rois.concat([]), Landmarks.empty(), 0
+        rois = rois_from_boxes(extend_cut_boxes(boxes[rows], self._hw, cfg.deep_cut), cfg.box_scale)
+        found = self.landmarks(frame, rois)
+        ok = np.flatnonzero(found.flag >= cfg.flag_threshold)
+        return rows[ok], rois.select(ok), found.select(ok), len(rows)
 
     def _look_alone(self, frame: np.ndarray, seeds: np.ndarray, first: Landmarks, rois: Rois, cut: np.ndarray,
                     tracked: _Tracks) -> tuple[Landmarks, int]:
