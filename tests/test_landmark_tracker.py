@@ -1088,3 +1088,29 @@ def test_the_fine_pass_runs_at_every_pass_only_while_someone_small_is_tracked(la
         else:
             runs = np.flatnonzero(det.fine)
             assert list(np.diff(runs[:6])) == [1, 2, 4, 8, 8], det.fine
+
+
+def test_a_cut_body_with_a_torso_shorter_than_its_shoulders_reports_its_hips_and_legs_unseen():
+    """Hips BlazePose put at the centre of a cut framing, inside the picture, on a torso shorter than the shoulders
+    are wide (a person seen from the chest up) are reported unseen, legs too; a cut body with a real torso, a whole
+    body with a short one (seated behind a table) and a cut body whose hips were already unseen are left alone.
+    Only the reported copy changes."""
+    from engine.realfootage.tracker import CUT_TORSO_MIN, _short_torso_unseen
+
+    n = 4
+    image = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
+    image[:, 11, :2], image[:, 12, :2] = (300, 100), (100, 100)  # shoulders 200 px apart
+    torso = np.array([0.7, 1.4, 0.7, 0.7]) * 200  # short, real, short (whole body), short (hips unseen)
+    image[:, 23, 0], image[:, 24, 0] = 260, 140
+    image[:, 23:25, 1] = (100 + torso)[:, None]
+    vis = np.ones((n, NUM_LANDMARKS), np.float32)
+    vis[3, 23:25] = 0.2
+    lm = Landmarks(image, vis, np.ones_like(vis), np.zeros((n, NUM_LANDMARKS, 3), np.float32),
+                   np.ones(n, np.float32), Rois(np.zeros((n, 2), np.float32), np.ones(n, np.float32),
+                                                np.zeros(n, np.float32)))
+    out = _short_torso_unseen(lm, np.array([1, 1, 0, -1], np.int8))
+    assert CUT_TORSO_MIN * 200 > 0.7 * 200
+    assert (out.visibility[0, 23:33] == 0).all() and (out.visibility[0, :23] == 1).all()
+    np.testing.assert_array_equal(out.visibility[1:], vis[1:])
+    assert (lm.visibility[0] == 1).all()  # the tracker's own landmarks keep what the network saw
+    assert _short_torso_unseen(lm, np.zeros(n, np.int8)) is lm
