@@ -145,7 +145,7 @@ class VideoSource(FrameSource):
     """
 
     def __init__(self, target: int | str, name: str | None = None, live: bool | None = None,
-                 timeout_s: float = STREAM_TIMEOUT_S) -> None:
+                 timeout_s: float = STREAM_TIMEOUT_S, size: tuple[int, int] | None = None) -> None:
         self.target = target
         is_cam = isinstance(target, int)
         url = not is_cam and is_url(str(target))
@@ -178,6 +178,8 @@ class VideoSource(FrameSource):
                                    "--input PATH to process a file")
             raise CaptureError(f"cannot open {what}: not a readable video/stream (empty, corrupt, unsupported codec "
                                "or unreachable URL)")
+        if is_cam and size is not None:
+            _ask_camera_size(self.cap, size)
         try:
             w, h = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
             check_pixels(w, h, f"video {what}")
@@ -201,6 +203,9 @@ class VideoSource(FrameSource):
             self._close()
             raise CaptureError(f"{what} opened but delivered no frame (corrupt or empty video, a silent stream, or "
                                "the device is in use); check the file, URL or device")
+        got = (first.shape[1], first.shape[0])
+        if is_cam and size is not None and got != tuple(size):
+            log.warning("%s delivers %dx%d, not the %dx%d asked for (it has no such mode)", what, *got, *size)
 
     def read(self) -> np.ndarray | None:
         if self._first is not None:
@@ -289,11 +294,22 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def open_source(spec: str | int, timeout_s: float = STREAM_TIMEOUT_S) -> FrameSource:
-    """``int`` = camera index; otherwise an image, a folder of images, a video file or a stream URL."""
+def _ask_camera_size(cap: cv2.VideoCapture, size: tuple[int, int]) -> None:
+    """Ask an opened webcam for ``size`` (width, height), in MJPG where it offers that: most USB webcams send
+    uncompressed YUYV by default, which USB 2 carries at 1280x720 only at about 10 frames a second. What the camera
+    really gives is read back from its first frame (a camera picks its nearest mode, or ignores the request)."""
+    cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
+    cap.set(cv2.CAP_PROP_FRAME_WIDTH, float(size[0]))
+    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, float(size[1]))
+
+
+def open_source(spec: str | int, timeout_s: float = STREAM_TIMEOUT_S,
+                camera_size: tuple[int, int] | None = None) -> FrameSource:
+    """``int`` = camera index (asked for ``camera_size`` when given); otherwise an image, a folder of images, a video
+    file or a stream URL."""
     if isinstance(spec, int):
         check_camera_index(spec)
-        return ReconnectingSource(lambda: VideoSource(spec), name=f"camera{spec}")
+        return ReconnectingSource(lambda: VideoSource(spec, size=camera_size), name=f"camera{spec}")
     if is_url(spec):
         first = VideoSource(spec, timeout_s=timeout_s)
         if not first.live:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ DEMO_DIR = ROOT / "assets" / "demo"
 # OpenCV reads an index >= 100 as backend*100 + camera (200 = camera 0 through V4L2), so a few thousand is the most
 # that can mean anything; past 2**31 cv2 fails with an overload traceback
 MAX_CAMERA = 9999
+MIN_CAMERA_SIDE, MAX_CAMERA_SIDE = 16, 7680  # --camera-size bounds (an 8K sensor's width)
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,14 @@ class CaptureCfg:
     when to stop reading it. ``check_outputs`` reads ``input`` too, so no output overwrites an input file.
 
     camera: webcam index (None: camera 0 when there is no ``input`` either). input: an image, folder, video or
-    stream URL. max_frames: stop after this many frames (0 = all).
+    stream URL. max_frames: stop after this many frames (0 = all). camera_size: (width, height) to ask the webcam
+    for (None: whatever it gives by default, often 640x480).
     """
 
     camera: int | None
     input: str | None
     max_frames: int
+    camera_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("input")
     src.add_argument("--camera", type=int, metavar="N", help="webcam index (default when no --input: 0)")
     src.add_argument("--input", metavar="PATH|URL", help="image, folder of images, video file or RTSP/HTTP stream")
+    src.add_argument("--camera-size", metavar="WxH",
+                     help="ask the webcam for this size, e.g. 1280x720 (default: the camera's own, often 640x480, "
+                          "where the detector finds fewer of a group's people)")
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=MODELS, default=None,
                    help="realfootage (default): real-trained person detector + BlazePose landmarks + body fit; "
@@ -309,6 +316,20 @@ def display_available() -> bool:
                                                                                                  "vnc", "eglfs")))
 
 
+def _camera_size(value: str | None, source: str | None) -> tuple[int, int] | None:
+    """``--camera-size WxH`` as (width, height), or None when not given."""
+    if value is None:
+        return None
+    if source is not None:
+        raise ConfigError("--camera-size applies to a webcam (--camera N), not to --input")
+    found = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", value)
+    size = (int(found[1]), int(found[2])) if found else None
+    if size is None or not all(MIN_CAMERA_SIDE <= v <= MAX_CAMERA_SIDE for v in size):
+        raise ConfigError(f"--camera-size must be WIDTHxHEIGHT with sides in {MIN_CAMERA_SIDE}..{MAX_CAMERA_SIDE}, "
+                          f"e.g. 1280x720; got {value!r}")
+    return size
+
+
 def build_cfg(args: argparse.Namespace) -> AppCfg:
     """The one place the parsed options become the config tree: every contradiction is refused here with one
     ConfigError line (never silently rewritten), so the stages that read a group can trust it unchecked."""
@@ -318,6 +339,7 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
         raise ConfigError("--input is empty; pass an image, a folder of images, a video or a stream URL")
     if args.camera is not None and not 0 <= args.camera <= MAX_CAMERA:
         raise ConfigError(f"--camera must be a camera index in 0..{MAX_CAMERA} (usually 0), got {args.camera}")
+    camera_size = _camera_size(args.camera_size, args.input)
     if args.checkpoint is not None and args.model is not None:
         raise ConfigError(f"pass either --model {args.model} or --checkpoint, not both (a checkpoint runs its own "
                           "system)")
@@ -380,7 +402,7 @@ def build_cfg(args: argparse.Namespace) -> AppCfg:
         raise ConfigError("no display available (DISPLAY is not set); add --headless to process to files, or run "
                           "under xvfb-run")
     return AppCfg(
-        capture=CaptureCfg(camera=args.camera, input=args.input, max_frames=args.max_frames),
+        capture=CaptureCfg(camera=args.camera, input=args.input, max_frames=args.max_frames, camera_size=camera_size),
         model=ModelChoiceCfg(name=model, checkpoint=checkpoint, landmarks=args.landmarks or DEFAULT_LANDMARKS,
                              detect_every=detect_every, landmark_budget=budget, detect_lag=lag,
                              detect_size=detect_size, fine_size=fine_size,

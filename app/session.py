@@ -44,7 +44,7 @@ def open_input(cfg: AppCfg) -> FrameSource:
         return open_source(cap.input)
     index = cap.camera if cap.camera is not None else 0
     try:
-        return open_source(index)
+        return open_source(index, camera_size=cap.camera_size)
     except CaptureError as e:
         if cap.camera is None:
             raise CaptureError(f"no camera found (camera 0 did not open); {_demo_hint()}") from e

@@ -178,3 +178,59 @@ def test_record_path_checked_before_start(tmp_path):
         check_record_path(Path("/proc/out.mp4"))
     check_record_path(tmp_path / "sub" / "ok.mp4")
     assert not (tmp_path / "sub" / "ok.mp4").exists()
+
+
+class FakeWebcam:
+    """cv2.VideoCapture of a webcam that has ``modes`` (width, height) and picks the nearest one asked for."""
+
+    def __init__(self, modes: list[tuple[int, int]]) -> None:
+        self.modes, self.mode, self.asked, self.fourcc = modes, modes[0], [None, None], None
+
+    def __call__(self, index, *args):
+        return self
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop, value) -> bool:
+        if prop == cv2.CAP_PROP_FOURCC:
+            self.fourcc = int(value)
+        elif prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT):
+            self.asked[prop == cv2.CAP_PROP_FRAME_HEIGHT] = int(value)
+            if None not in self.asked:
+                w, h = self.asked
+                self.mode = min(self.modes, key=lambda m: abs(m[0] - w) + abs(m[1] - h))
+        return True
+
+    def get(self, prop) -> float:
+        return {cv2.CAP_PROP_FRAME_WIDTH: self.mode[0], cv2.CAP_PROP_FRAME_HEIGHT: self.mode[1],
+                cv2.CAP_PROP_FPS: 30.0}.get(prop, 0.0)
+
+    def read(self):
+        return True, np.zeros((self.mode[1], self.mode[0], 3), np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_webcam_is_asked_for_the_size_and_mjpg_and_says_what_it_gave(monkeypatch, caplog):
+    """--camera-size asks the webcam for that size in MJPG (USB webcams send 1280x720 uncompressed at ~10 FPS);
+    a camera without that mode gives its nearest one, and one warning line says so. Without a size nothing is
+    asked: the camera's own default stands."""
+    cam = FakeWebcam([(640, 480), (1280, 720), (1920, 1080)])
+    monkeypatch.setattr(cv2, "VideoCapture", cam)
+    src = VideoSource(0, size=(1280, 720))
+    assert src.read().shape == (720, 1280, 3) and cam.fourcc == cv2.VideoWriter.fourcc(*"MJPG")
+    assert not [r for r in caplog.records if "asked for" in r.message]
+    cam = FakeWebcam([(640, 480), (1280, 720)])
+    monkeypatch.setattr(cv2, "VideoCapture", cam)
+    with caplog.at_level("WARNING"):
+        src = VideoSource(0, size=(1920, 1080))
+    assert src.read().shape == (720, 1280, 3)
+    assert [r.getMessage() for r in caplog.records if "asked for" in r.message] == [
+        "camera 0 delivers 1280x720, not the 1920x1080 asked for (it has no such mode)"]
+    cam = FakeWebcam([(640, 480), (1280, 720)])
+    monkeypatch.setattr(cv2, "VideoCapture", cam)
+    assert VideoSource(0).read().shape == (480, 640, 3) and cam.fourcc is None
+    monkeypatch.setattr(cv2, "VideoCapture", FakeWebcam([(640, 480), (1280, 720)]))
+    assert open_source(0, camera_size=(1280, 720)).read().shape == (720, 1280, 3)

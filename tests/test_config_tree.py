@@ -160,7 +160,20 @@ CONTRADICTIONS = [
     (["--body-model", "smpl"], "--body-model smpl needs --smpl-dir (folder with SMPL_NEUTRAL.pkl or .npz; SMPL files "
                                "are a licensed download from smpl.is.tue.mpg.de)"),
     (["--smpl-dir", "smpl"], "--smpl-dir is only used with --body-model smpl"),
+    (["--camera-size", "1280x720"], "--camera-size applies to a webcam (--camera N), not to --input"),
+    (["--camera", "0", "--headless", "--camera-size", "1280"],
+     "--camera-size must be WIDTHxHEIGHT with sides in 16..7680, e.g. 1280x720; got '1280'"),
+    (["--camera", "0", "--headless", "--camera-size", "0x720"],
+     "--camera-size must be WIDTHxHEIGHT with sides in 16..7680, e.g. 1280x720; got '0x720'"),
+    (["--camera", "0", "--headless", "--camera-size", "99999x720"],
+     "--camera-size must be WIDTHxHEIGHT with sides in 16..7680, e.g. 1280x720; got '99999x720'"),
 ]
+
+
+def test_camera_size_lands_in_the_capture_group():
+    assert cfg_for("--camera", "1", "--headless", "--camera-size", "1280x720").capture.camera_size == (1280, 720)
+    assert cfg_for("--camera-size", " 1920X1080 ", "--headless", "--camera", "0").capture.camera_size == (1920, 1080)
+    assert cfg_for("--camera", "0", "--headless").capture.camera_size is None
 
 
 @pytest.mark.parametrize(("argv", "line"), CONTRADICTIONS, ids=[a[0].lstrip("-") + str(k)
