@@ -1114,3 +1114,28 @@ def test_a_cut_body_with_a_torso_shorter_than_its_shoulders_reports_its_hips_and
     np.testing.assert_array_equal(out.visibility[1:], vis[1:])
     assert (lm.visibility[0] == 1).all()  # the tracker's own landmarks keep what the network saw
     assert _short_torso_unseen(lm, np.zeros(n, np.int8)) is lm
+
+
+@pytest.mark.parametrize("keep_cut", [True, False])
+def test_a_close_groups_pass_crops_a_person_followed_as_cut_in_the_cut_framing_only(keep_cut):
+    """Three people close to the camera, each cut by the bottom edge: first seen, each is cropped both ways. Once
+    followed as cut bodies, a close group's pass crops them again from their detections in the cut framing only
+    (``keep_cut``): three crops instead of six, and they stay cut bodies under their ids."""
+    from dataclasses import replace
+
+    group = Group([[100, 60, 300, 480], [420, 60, 620, 480], [740, 60, 940, 480]], salience=[1.0, 1.0, 1.0])
+    cfg = TrackerCfg(landmark_budget=0, detect_every=2, keep_cut=keep_cut)
+    tracker = LandmarkTracker(GroupDetector(group.boxes), group, cfg)
+    first = tracker(FRAME, 0.3, 64)
+    assert len(first.ids) == 3 and group.crops == 6  # both framings of each, one batch
+    tracker(FRAME, 0.3, 64)  # measured, no pass
+    t = tracker._tracks  # followed as cut bodies: no leg in the picture
+    vis = t.lm.visibility.copy()
+    vis[:, 25:29] = 0.0
+    tracker._tracks = replace(t, cut=np.ones(3, np.int8), lm=replace(t.lm, visibility=vis))
+    crops = group.crops
+    res = tracker(FRAME, 0.3, 64)  # the scheduled pass: everyone cropped again from their detection
+    assert group.crops - crops == (3 if keep_cut else 6)
+    assert sorted(res.ids.tolist()) == sorted(first.ids.tolist())
+    if keep_cut:
+        assert tracker._tracks.cut.tolist() == [1, 1, 1]

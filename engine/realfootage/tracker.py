@@ -239,6 +239,14 @@ class TrackerCfg:
             Used for every cut candidate instead of the shorter framing it lost people cut at the thighs (four
             women hugging: the crop, twice their visible height, read the neighbour), and 2.2 or 2.6 did no better
             on these sets (within one or two people either way).
+        keep_cut: a tracked person followed as a cut body whose detection the frame still cuts is cropped again
+            (see ``near_refresh``) in the cut framing only, not both ways: the whole-body framing had lost to it
+            already, and a close group's passes re-cropped everyone both ways at every pass, 4.1 full crops a frame
+            for four women hugging in a 640x480 webcam-like clip (3.1 now; the model alone 52 -> 38 ms a frame; end
+            to end 16.8 and 15.8 -> 21.4 and 23.0 FPS, interleaved). Photos played as clips, four takes: group
+            photos 0.753 / 0.836 with 104 id changes -> 0.748 / 0.838 with 84, wheel photos 0.566 / 0.729 -> 0.565
+            / 0.728, sport photos and close-ups the same; vtest.avi has no close group. A person who steps back so
+            that the frame no longer cuts the detection is cropped as a whole body again.
     """
 
     detect_every: int = 2
@@ -276,6 +284,7 @@ class TrackerCfg:
     flow_min_points: int = 6
     fine_backoff: int = 8
     deep_cut: float | None = 1.8
+    keep_cut: bool = True
 
 
 @dataclass
@@ -586,15 +595,16 @@ class LandmarkTracker:
         if not len(rows):
             return tracks, 0
         others = tracks.select(np.setdiff1d(np.arange(len(tracks)), rows))
-        fresh, cut, crops = self._first_crops(frame, boxes, others)
+        known_cut = tracks.cut[rows] != 0 if self.cfg.keep_cut else None
+        fresh, cut, crops = self._first_crops(frame, boxes, others, known_cut)
         ok = np.flatnonzero(fresh.flag >= self.cfg.flag_threshold)
         tracks = self._written(tracks, rows[ok], fresh.select(ok))
         cuts, framed = tracks.cut.copy(), tracks.framed.copy()
         cuts[rows[ok]], framed[rows[ok]] = cut[ok], fresh.next_rois.sides[ok]
         return replace(tracks, cut=cuts, framed=framed), crops
 
-    def _first_crops(self, frame: np.ndarray, seeds: np.ndarray,
-                     tracked: _Tracks) -> tuple[Landmarks, np.ndarray, int]:
+    def _first_crops(self, frame: np.ndarray, seeds: np.ndarray, tracked: _Tracks,
+                     known_cut: np.ndarray | None = None) -> tuple[Landmarks, np.ndarray, int]:
         """New people's first landmarks, each person's cut (see :func:`roi.cut_boxes`) and the crops it took;
         ``tracked`` are the people already followed. Some are looked at again alone (see :meth:`_look_alone`).
 
@@ -611,7 +621,9 @@ class LandmarkTracker:
         and comparing them is a coin toss (people seated in a group photo, cut at the hips, were drawn as whole
         bodies squeezed into the picture, their heads at the chin; six group photos, 42 people at two zooms:
         recall 0.50 -> 0.64, precision 0.66 -> 0.78). Where the network turns down both, a deeper cut framing gets
-        a third look (``TrackerCfg.deep_cut``: a person seen from the chest up).
+        a third look (``TrackerCfg.deep_cut``: a person seen from the chest up). Seeds ``known_cut`` (bool [N]:
+        tracked people already followed as cut bodies, cropped again from their detection) get the cut framing
+        only (``TrackerCfg.keep_cut``).
         """
         cfg = self.cfg
         rois = rois_from_boxes(seeds, cfg.box_scale)
@@ -621,8 +633,8 @@ class LandmarkTracker:
             first, again = self._look_alone(frame, seeds, self.landmarks(frame, rois), rois, cand, tracked)
             return first, cand, len(seeds) + again
         extended = extend_cut_boxes(seeds[alt], self._hw)
-        both = Rois.concat([rois, rois_from_boxes(extended, cfg.box_scale)])
-        found = self.landmarks(frame, both)
+        both, found, taken = self._both_framings(frame, rois, rois_from_boxes(extended, cfg.box_scale), alt,
+                                                 None if known_cut is None else known_cut & (cand != 0))
         whole, cut_view = found.select(alt), found.select(np.arange(len(seeds), len(both)))
         rows, deep_rois, deep_found, deeper = self._deeper(frame, seeds[alt], extended, whole.flag, cut_view.flag)
         if len(rows):  # a deeper cut framing the network accepts replaces the turned-down one
@@ -641,7 +653,27 @@ class LandmarkTracker:
         picked = both.select(pick)
         first, again = self._look_alone(frame, seeds, found.select(pick), picked, cut, tracked)
         # a cut body's next crop keeps this framing (its alignment points drift, see roi.follow_points)
-        return _held_where(cut != 0, first, picked), cut, len(both) + again + deeper
+        return _held_where(cut != 0, first, picked), cut, taken + again + deeper
+
+    def _both_framings(self, frame: np.ndarray, whole: Rois, cut: Rois, alt: np.ndarray,
+                       skip: np.ndarray | None) -> tuple[Rois, Landmarks, int]:
+        """The whole-body framings of all seeds, then the cut framings of the seeds ``alt``, and their landmarks, in
+        one network call; and the crops it took. Seeds ``skip`` (bool [N]) are not cropped as whole bodies: their
+        cut framing stands in for it, with a pose flag of 0, so the cut framing wins wherever it is accepted."""
+        if skip is None or not skip.any():
+            both = Rois.concat([whole, cut])
+            return both, self.landmarks(frame, both), len(both)
+        kept = np.flatnonzero(~skip)
+        run = Rois.concat([whole.select(kept), cut])
+        got = self.landmarks(frame, run)
+        order = np.empty(len(skip), np.int64)
+        order[kept] = np.arange(len(kept))
+        order[skip] = len(kept) + np.searchsorted(alt, np.flatnonzero(skip))
+        sel = np.concatenate([order, len(kept) + np.arange(len(alt))])
+        found = got.select(sel)
+        flag = found.flag.copy()
+        flag[np.flatnonzero(skip)] = 0.0
+        return run.select(sel), replace(found, flag=flag), len(run)
 
     def _deeper(self, frame: np.ndarray, boxes: np.ndarray, extended: np.ndarray, whole_flag: np.ndarray,
                 cut_flag: np.ndarray) -> tuple[np.ndarray, Rois, Landmarks, int]:
