@@ -98,7 +98,7 @@ def test_camera_lost_mid_run_ends_with_error_after_saving(ckpt, tmp_path, monkey
     import app.session as session_mod
 
     monkeypatch.setattr(session_mod, "open_source",
-                        lambda spec: ReconnectingSource(factory, "camera0", max_attempts=2, base_delay=0.01))
+                        lambda spec, **kw: ReconnectingSource(factory, "camera0", max_attempts=2, base_delay=0.01))
     cfg = build_cfg(build_parser().parse_args(["--camera", "0", "--headless", "--checkpoint", str(ckpt),
                                                "--backend", "torch", "--save-npz", str(tmp_path),
                                                "--record", str(tmp_path / "cam.mp4")]))
