@@ -1178,8 +1178,8 @@ def _short_torso_unseen(lm: Landmarks, cut: np.ndarray) -> Landmarks:
     vtest.avi, cut bodies with both ends seen had torsos of 0.29-0.95x their shoulder width only where the body was
     cut at the chest (Grace Hopper close up, women of the group photos 1.3-1.7x closer, card players 1.7x closer),
     median 1.49x; whole bodies are left alone (median 2.05x, but a card player behind the table is 0.64x: marked
-    unseen, his legs were drawn through it). Six group photos at 1-1.7x, cold: 0.825 / 0.912 -> 0.841 / 0.930; the other sets, the clips
-    and vtest.avi the same.
+    unseen, his legs were drawn through it). Six group photos at 1-1.7x, cold: 0.825 / 0.912 -> 0.841 / 0.930; the
+    other sets, the clips and vtest.avi the same.
     """
     if not len(lm) or not (cut != 0).any():
         return lm
