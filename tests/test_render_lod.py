@@ -16,6 +16,8 @@ from app.render.lod import (
     simplify_faces,
     tiny_faces,
 )
+from app.render.raster import small_face_count
+from app.session import live_faces
 from engine.postprocess import people_to_meshes
 from engine.types import Letterbox, People
 
@@ -151,3 +153,30 @@ def test_raster_and_painter_draw_the_same_picture(body, monkeypatch, opacity):
 def _stack(rows: list[People]) -> People:
     return People(**{name: np.concatenate([getattr(r, name) for r in rows]) for name in (
         "center_preds", "center_confs", "cam", "global_orient", "body_pose", "betas", "cam_trans", "track_ids")})
+
+
+def test_small_face_count_counts_what_the_raster_would_vectorise():
+    tiny = np.array([[[10, 10], [13, 10], [10, 13]]], np.float32)  # 4 x 4 px box: rastered by numpy
+    big = np.array([[[10, 10], [60, 10], [10, 60]]], np.float32)  # 51 x 51 px: one OpenCV fill either way
+    sliver = np.array([[[10, 10], [40, 11], [10, 11]]], np.float32)  # 31 px wide, 2 tall: past the templates
+    assert small_face_count(np.concatenate([tiny] * 5 + [big] * 3 + [sliver])) == 5
+    assert small_face_count(np.zeros((0, 3, 2), np.float32)) == 0
+
+
+def test_close_people_with_many_large_faces_are_painted_not_rastered(body, monkeypatch):
+    # Three people close to the camera, drawn at the app's live level: ~2500 front faces, most of them larger than
+    # the raster's templates, which it would hand to OpenCV one by one anyway. A face limit between their small
+    # faces and all their faces must not send them to the raster.
+    people = _stack([person((0.9, x, 0.1), tid=i) for i, x in enumerate((-0.5, 0.0, 0.5))])
+    calls = []
+    monkeypatch.setattr(mesh_module.MeshAnnotator, "_raster", lambda self, *a: calls.append("raster"))
+    monkeypatch.setattr(mesh_module, "PAINTER_MAX_FACES", 1500)
+    ann = MeshAnnotator(0.8, faces=live_faces(body, 1600))
+    out = render_overlay(np.zeros((480, 640, 3), np.uint8), scene(body, people), [ann])
+    assert ann.last_faces_drawn > 2000 and not calls
+    assert out.any(axis=2).mean() > 0.3  # the painter drew them
+    # the same people far away: small faces, so over the limit the raster takes them
+    far = _stack([person((0.1, x, 0.1), tid=i) for i, x in enumerate((-0.5, 0.0, 0.5))])
+    monkeypatch.setattr(mesh_module, "PAINTER_MAX_FACES", 100)
+    render_overlay(np.zeros((480, 640, 3), np.uint8), scene(body, far), [MeshAnnotator(0.8)])
+    assert calls == ["raster"]

@@ -22,15 +22,17 @@ import numpy as np
 from .annotators import Annotator, Scene
 from .colors import colors_for
 from .projection import project_points
-from .raster import visible_pixels
+from .raster import small_face_count, visible_pixels
 
 _LIGHT = np.array([0.25, -0.45, -1.0])  # towards the light: from the camera, a little above and to the right
 _LIGHT = _LIGHT / np.linalg.norm(_LIGHT)
 _SUBPIXEL_BITS = 3
-# Up to this many front faces per frame, one OpenCV call per face (~1.3 us each with the sort and the loop) is as
-# fast as the vectorised raster or faster: with the tiny level for small people the painter still won at ~8000
-# faces, while crowds drawn with the 800-face level (smaller triangles, cheaper for the raster) were faster
-# rastered. Measured on 2 cores (thread CPU time) with benchmarks/render_cost.py's scenes.
+# Up to this many SMALL front faces per frame (the ones the raster vectorises; it fills larger ones with one OpenCV
+# call each, as the painter does), one OpenCV call per face (~1.3 us each with the sort and the loop) is as fast as
+# the vectorised raster or faster: with the tiny level for small people the painter still won at ~8000 faces, while
+# crowds drawn with the 800-face level (smaller triangles, cheaper for the raster) were faster rastered. Counted
+# over all faces, five people close to a 640x480 camera (~4100 faces, ~1600 of them small) went to the raster and
+# took 13.9 ms a frame against 5.8 painted. Measured on 2 cores with benchmarks/render_cost.py's scenes.
 PAINTER_MAX_FACES = 4000
 
 
@@ -181,7 +183,7 @@ class MeshAnnotator(Annotator):
         roi = frame[y0:y1, x0:x1]
         col = np.clip(colors, 0, 255).astype(np.uint8)
         shifted = tri2d - np.array([x0, y0], np.float32)
-        if len(t) <= PAINTER_MAX_FACES:
+        if len(t) <= PAINTER_MAX_FACES or small_face_count(shifted) <= PAINTER_MAX_FACES:
             self._paint(roi, shifted, zf, col)
         else:
             self._raster(roi, shifted, zf, col)

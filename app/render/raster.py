@@ -79,6 +79,14 @@ def visible_pixels(tri: np.ndarray, depth: np.ndarray, h: int, w: int, big_px: i
     return pix, best[pix] & ((1 << _FACE_BITS) - 1)
 
 
+def small_face_count(tri: np.ndarray, big_px: int = BIG_FACE_PX) -> int:
+    """How many of [M, 3, 2] screen triangles :func:`visible_pixels` would rasterise itself (a small bounding box);
+    the others it fills with one OpenCV call each, as the painter does, so only these make it the faster way."""
+    x, y = tri[..., 0], tri[..., 1]
+    bw, bh = _max3(x) - _min3(x) + 1.0, _max3(y) - _min3(y) + 1.0
+    return int(np.count_nonzero((bw * bh <= big_px) & (np.maximum(bw, bh) <= _TEMPLATE_SIDES[-1])))
+
+
 def _min3(a: np.ndarray) -> np.ndarray:
     """Row minimum of [M, 3] as two column operations (``a.min(1)`` over a length-3 axis is ~10x slower)."""
     return np.minimum(np.minimum(a[:, 0], a[:, 1]), a[:, 2])
