@@ -34,7 +34,7 @@ from engine.frame_models.base import PeopleModel, PeopleQuery
 from engine.runtime.device import DEVICE_CHOICES_HELP
 from engine.runtime.formats import BACKENDS
 
-__all__ = ["STAGES", "BenchResult", "build_parser", "machine_info", "main", "profile_ops", "run_bench"]
+__all__ = ["STAGES", "BenchResult", "build_parser", "cpu_name", "machine_info", "main", "profile_ops", "run_bench"]
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def machine_info(threads: int) -> list[str]:
-    cpu = platform.processor() or "?"
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else what ``platform`` knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine() or "?"
+
+
+def machine_info(threads: int) -> list[str]:
+    cpu = cpu_name()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     import torch
 

@@ -4,9 +4,11 @@ video and reports every stage plus machine info; the exporter no longer carries 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +59,42 @@ def test_exporter_no_longer_imports_the_app():
     for p in (ROOT / "export").glob("*.py"):
         text = p.read_text()
         assert "from app" not in text and "import app" not in text, p.name
+
+
+def _webcam_fps():
+    spec = importlib.util.spec_from_file_location("bench_webcam_fps", ROOT / "benchmarks" / "webcam_fps.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_webcam_clip_is_the_camera_size_and_moves(tmp_path):
+    import cv2
+
+    clip = _webcam_fps().webcam_clip(ROOT / "tests" / "data" / "closeup" / "astronaut.jpg", tmp_path / "a.mp4",
+                                     320, 240, frames=12)
+    cap = cv2.VideoCapture(str(clip))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f.astype(np.float32))
+    cap.release()
+    assert len(frames) == 12 and frames[0].shape == (240, 320, 3)
+    assert np.abs(frames[0] - frames[-1]).mean() > 2.0  # the view zooms and sways: not one still frame
+
+
+def test_webcam_fps_reads_the_apps_summary_and_finds_the_one_person(tmp_path):
+    # The benchmark runs the user's command and parses its summary line: a change of that line's format must
+    # fail here, not silently in the benchmark.
+    bench = _webcam_fps()
+    out = tmp_path / "r.json"
+    rc = bench.main(["--photos", str(ROOT / "tests" / "data" / "closeup" / "astronaut.jpg"), "--rounds", "1",
+                     "--frames", "20", "--size", "320x240", "--json", str(out)])
+    assert rc == 0
+    row = json.loads(out.read_text())["clips"]["astronaut"]
+    assert row["fps_median"] > 0 and 0.8 <= row["people_per_frame"] <= 1.2
+    assert {"landmarks", "render", "encode"} <= set(row["stages_ms_median"])
+    assert bench.main(["--size", "big"]) == 2
