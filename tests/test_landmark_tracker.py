@@ -1139,3 +1139,23 @@ def test_a_close_groups_pass_crops_a_person_followed_as_cut_in_the_cut_framing_o
     assert sorted(res.ids.tolist()) == sorted(first.ids.tolist())
     if keep_cut:
         assert tracker._tracks.cut.tolist() == [1, 1, 1]
+
+
+def test_measuring_every_track_stalest_first_keeps_each_track_its_own_landmarks():
+    # Three walkers, two crops a frame: after the first frame one of them is carried forward, staler than the
+    # others. When the one before it in the track list leaves (turned down), the budget covers both who remain
+    # and measures them stalest first: the later track first. Each track must still get its own landmarks (they
+    # were once written back in measuring order, which swapped two people's bodies under their ids).
+    scene = Scene([(150.0, 240.0), (550.0, 240.0), (950.0, 240.0)], speed=3.0)
+    tracker = LandmarkTracker(FakeDetector(scene), FakeLandmarks(scene),
+                              TrackerCfg(detect_every=1000, landmark_budget=2))
+    where: dict[int, list[float]] = {}
+    for f in range(6):
+        scene.frame = f
+        scene.hidden = {1} if f >= 1 else set()
+        res = tracker(FRAME, 0.3, 64)
+        for i, mid in zip(res.ids, res.landmarks.image[:, 23:25, 0].mean(axis=1), strict=True):
+            where.setdefault(int(i), []).append(float(mid))
+    assert len(where) == 3 and min(len(v) for v in where.values()) == 1  # the hidden one went after one frame
+    for i, xs in where.items():
+        assert np.abs(np.diff(xs, prepend=xs[0])).max() < 20, (i, xs)  # each id walks on, 3 px a frame

@@ -843,8 +843,8 @@ class LandmarkTracker:
             centers[due], sides[due], angles[due] = fresh.next_rois.centers, fresh.next_rois.sides, \
                 fresh.next_rois.angles
             lm = Landmarks(**parts, next_rois=Rois(centers, sides, angles))
-        else:
-            lm = fresh
+        else:  # every row measured, in the order of ``due`` (the budget's is stalest first): back to track order
+            lm = fresh.select(np.argsort(due, kind="stable"))
         stale, anchor, vel = tracks.stale.copy(), tracks.anchor.copy(), tracks.vel.copy()
         hip = _mid_hip(fresh)
         if budget > 0:  # the carried-forward people move on at this velocity (NaN: measured afresh)
