@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import replace
@@ -165,14 +166,16 @@ def play_clip(model, body, photo, im: dict, query, args, cold: bool,
     import cv2
 
     from app.tracking import Tracker
-    from engine.realfootage.evaluate import IdentityScore, mirrored, score_image, swayed
+    from engine.realfootage.evaluate import IdentityScore, camera_view, mirrored, score_image, swayed
 
     if take % 2:
         photo, im = mirrored(photo, im)
     phase = TAKE_PHASE * (take // 2)
 
     k = min(1.0, CLIP_WIDTH / photo.shape[1])
-    if k < 1.0:
+    if args.clip_size:
+        photo, im = camera_view(photo, im, *args.clip_size)
+    elif k < 1.0:
         photo = cv2.resize(photo, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
         im = {**im, "people": [{**p, "box": [v * k for v in p["box"]]} for p in im["people"]],
               "ignore": [[v * k for v in r] for r in im.get("ignore", [])]}
@@ -241,6 +244,13 @@ def agreement(args, step: int = 10) -> dict:
             "model_ms_median": float(np.median(times))}
 
 
+def _size(text: str) -> tuple[int, int]:
+    found = re.fullmatch(r"(\d{2,5})x(\d{2,5})", text)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480; got {text!r}")
+    return int(found[1]), int(found[2])
+
+
 def _with(args: argparse.Namespace, **changes) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), **changes})
 
@@ -275,6 +285,9 @@ def main() -> int:
     ap.add_argument("--modes", nargs="+", choices=("cold", "sequence", "agreement", "clip", "clip_cold"),
                     default=["cold", "sequence"])
     ap.add_argument("--clip-frames", type=int, default=60, help="frames of each photo's clip (clip modes)")
+    ap.add_argument("--clip-size", type=_size, default=None, metavar="WxH",
+                    help="clip modes: play each photo as a camera of this size sees it (its centre cut to the "
+                         "camera's aspect, e.g. 640x480); default: the whole photo scaled to 960 px wide")
     ap.add_argument("--clip-takes", type=int, default=1, choices=range(1, 5),
                     help="clip modes: play each photo this many times: as it is, mirrored, and both again with the "
                          "sway 40 frames on (a tracked clip turns on single decisions; more takes, steadier sums)")

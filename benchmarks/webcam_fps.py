@@ -59,19 +59,12 @@ def webcam_clip(photo: Path, out: Path, width: int, height: int, frames: int = C
     """Write ``frames`` frames of ``photo`` seen by a webcam of ``width`` x ``height`` (mp4v)."""
     import cv2
 
-    from engine.realfootage.evaluate import swayed
+    from engine.realfootage.evaluate import camera_view, swayed
 
     img = cv2.imread(str(photo))
     if img is None:
         raise SystemExit(f"error: cannot read {photo}")
-    h, w = img.shape[:2]
-    if w * height > h * width:  # wider than the camera: keep the centre columns
-        keep = h * width // height
-        img = img[:, (w - keep) // 2:(w - keep) // 2 + keep]
-    else:
-        keep = w * height // width
-        img = img[(h - keep) // 2:(h - keep) // 2 + keep]
-    img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    img, _ = camera_view(img, {"people": []}, width, height)
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), CLIP_FPS, (width, height))
     if not writer.isOpened():
         raise SystemExit(f"error: cannot write {out}")

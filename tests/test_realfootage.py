@@ -19,6 +19,7 @@ from engine.realfootage.detector import STRIDES, PersonDetector, cover_matrix, i
 from engine.realfootage.evaluate import (
     IdentityScore,
     Score,
+    camera_view,
     load_annotations,
     mesh_boxes,
     mirrored,
@@ -225,6 +226,25 @@ def test_a_swayed_clip_moves_the_annotation_with_the_picture():
         centres.append(box[:2])
     assert np.ptp(np.array(centres), axis=0).max() > 3.0
 
+
+def test_a_camera_view_crops_a_wide_photo_to_the_cameras_aspect_and_moves_the_boxes():
+    """The webcam-sized clips: a 16:9 photo seen by a 4:3 camera loses its sides (a block at the middle stays boxed
+    to within a pixel at the new scale), a person mostly beyond the cut edge becomes hard, one wholly beyond it
+    goes, and an ignored region moves along."""
+    photo = np.zeros((360, 640, 3), np.uint8)
+    photo[100:220, 300:360] = 255  # the middle
+    photo[50:300, 40:90] = 255  # four fifths of it beyond the left cut (which falls at x = 80)
+    im = {"people": [{"box": [300, 100, 360, 220], "hard": False}, {"box": [40, 50, 90, 300], "hard": False},
+                     {"box": [0, 10, 40, 60], "hard": False}], "ignore": [[300, 0, 320, 20]]}
+    frame, seen = camera_view(photo, im, 320, 240)
+    assert frame.shape == (240, 320, 3)
+    ys, xs = np.nonzero(frame[:, :, 0] > 127)
+    middle = xs > 100
+    drawn = [xs[middle].min(), ys[middle].min(), xs[middle].max() + 1, ys[middle].max() + 1]
+    np.testing.assert_allclose(seen["people"][0]["box"], drawn, atol=1.0)
+    np.testing.assert_allclose(seen["people"][0]["box"], np.array([220, 100, 280, 220]) * 240 / 360, atol=1e-6)
+    assert len(seen["people"]) == 2 and seen["people"][1]["hard"] and not seen["people"][0]["hard"]
+    np.testing.assert_allclose(seen["ignore"][0], np.array([220, 0, 240, 20]) * 240 / 360, atol=1e-6)
 
 
 def test_a_mirrored_take_flips_the_picture_and_its_boxes():

@@ -18,7 +18,8 @@ import numpy as np
 
 from .detector import iou_matrix
 
-__all__ = ["IdentityScore", "ImageScore", "Score", "load_annotations", "mesh_boxes", "score_image", "swayed", "zoomed"]
+__all__ = ["IdentityScore", "ImageScore", "Score", "camera_view", "load_annotations", "mesh_boxes", "score_image",
+           "swayed", "zoomed"]
 
 
 def load_annotations(path: str | Path) -> list[dict]:
@@ -202,6 +203,39 @@ def zoomed(photo: np.ndarray, im: dict, zoom: float) -> tuple[np.ndarray, dict]:
     x0 = float(np.clip((people[:, 0].min() + people[:, 2].max()) / 2 - cw / 2, 0, w - cw))
     y0 = float(np.clip(people[:, 1].min() - 0.05 * ch, 0, h - ch))
     return _view(photo, im, zoom, x0, y0)
+
+
+def camera_view(photo: np.ndarray, im: dict, width: int, height: int) -> tuple[np.ndarray, dict]:
+    """The photo as a ``width`` x ``height`` camera pointed at its centre sees it: the middle cut to the camera's
+    aspect (a 4:3 webcam crops a wide photo's sides), scaled to its size, and the annotation moved along (people
+    left with under a quarter of their box in the picture count as hard).
+
+    Why: a webcam's usual 640x480 is both smaller and narrower than a photo, so a group at a webcam fills the
+    picture edge to edge, cut at the sides as well as the bottom; scaling the whole photo keeps its roomier
+    framing."""
+    h, w = photo.shape[:2]
+    if w * height > h * width:  # wider than the camera: keep the centre columns
+        cw, ch = h * width / height, float(h)
+    else:
+        cw, ch = float(w), w * height / width
+    x0, y0 = (w - cw) / 2.0, (h - ch) / 2.0
+    k = width / cw
+    rows, cols = slice(round(y0), round(y0 + ch)), slice(round(x0), round(x0 + cw))
+    frame = cv2.resize(photo[rows, cols], (width, height), interpolation=cv2.INTER_AREA)
+
+    def moved(b):
+        b = (np.asarray(b, np.float64) - [x0, y0, x0, y0]) * k
+        return b, np.clip(b, 0, [width, height, width, height])
+
+    def area(b):
+        return max(b[2] - b[0], 0) * max(b[3] - b[1], 0)
+
+    out = []
+    for p in im["people"]:
+        full, vis = moved(p["box"])
+        if area(vis) > 0:
+            out.append({"box": vis.tolist(), "hard": bool(p.get("hard", False)) or area(vis) < 0.25 * area(full)})
+    return frame, {**im, "people": out, "ignore": [moved(r)[1].tolist() for r in im.get("ignore", [])]}
 
 
 def swayed(photo: np.ndarray, im: dict, index: int) -> tuple[np.ndarray, dict]:
