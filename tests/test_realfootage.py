@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -245,6 +246,12 @@ def test_a_camera_view_crops_a_wide_photo_to_the_cameras_aspect_and_moves_the_bo
     np.testing.assert_allclose(seen["people"][0]["box"], np.array([220, 100, 280, 220]) * 240 / 360, atol=1e-6)
     assert len(seen["people"]) == 2 and seen["people"][1]["hard"] and not seen["people"][0]["hard"]
     np.testing.assert_allclose(seen["ignore"][0], np.array([220, 0, 240, 20]) * 240 / 360, atol=1e-6)
+    # a portrait seen by a wide camera keeps its top rows, where the head is
+    tall = np.zeros((400, 300, 3), np.uint8)
+    tall[20:60, 130:170] = 255  # a head at the top
+    frame, seen = camera_view(tall, {"people": [{"box": [130, 20, 170, 60], "hard": False}]}, 160, 90)
+    assert frame.shape == (90, 160, 3) and frame[:, :, 0].max() == 255
+    np.testing.assert_allclose(seen["people"][0]["box"], np.array([130, 20, 170, 60]) * 160 / 300, atol=1e-6)
 
 
 def test_a_mirrored_take_flips_the_picture_and_its_boxes():
@@ -543,3 +550,53 @@ def test_a_face_big_enough_to_measure_weighs_up_in_the_camera_fit(monkeypatch, e
     weights = seen["weights"][0]
     np.testing.assert_allclose(weights[: len(CAMERA_PAIRS)], 1.0)  # limb joints weigh their visibility
     np.testing.assert_allclose(weights[len(CAMERA_PAIRS):], face_weight, rtol=1e-6)
+
+
+def test_a_hand_whose_elbow_is_unseen_does_not_place_the_body(monkeypatch):
+    """A person seen from the top of the head to the collar bones: the network guesses both hands under the chin
+    (visible, elbows not). A limb joint weighs in the camera fit by its chain's least visible landmark, so those
+    hands count for nothing, and the body keeps the size its face and shoulders give (matched to the guessed hands
+    it shrank to a small figure under the face); where the elbow is seen the hand counts by its visibility."""
+    import engine.frame_models.realfootage as rf
+    from engine.body import create_body_model
+    from engine.bodyfit import CAMERA_PAIRS, BodyFitter, landmarks_from_body
+    from engine.realfootage.landmarks import Landmarks
+    from engine.types import Letterbox
+
+    seen = {}
+    real_fit = rf.fit_camera
+
+    def capture(points, norm, weights):
+        seen["weights"] = weights.copy()
+        return real_fit(points, norm, weights)
+
+    fitter = BodyFitter(create_body_model("anny"))
+    with torch.no_grad():
+        out = fitter.body(torch.tensor([[np.pi, 0.0, 0.0]]), torch.zeros(1, 69))
+    verts, joints = out.vertices.double().numpy(), out.joints[:, :24].double().numpy()
+    world = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map)
+    xy = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map, centre=False)[0, :, :2]
+    box = Letterbox.for_frame(480, 640, 512)
+    ear = 180.0  # pixels between the ears: the face fills half the picture
+    image = np.zeros((1, 33, 3), np.float32)
+    image[0, :, :2] = (xy - xy[0]) * ear / np.linalg.norm(xy[7] - xy[8]) + (320.0, 240.0)  # the nose at the centre
+    vis = np.zeros((1, 33), np.float32)
+    vis[0, :13] = 1.0  # face and shoulders (at the bottom edge)
+    vis[0, 15:23] = 0.8  # hands, guessed ...
+    side = (np.arange(8)[:, None] % 2 * 2 - 1) * (60.0, 0.0)
+    image[0, 15:23, :2] = image[0, 0, :2] + side + (0.0, 100.0)  # under the chin
+    lm = Landmarks(image, vis, np.ones((1, 33), np.float32), world.astype(np.float32), np.ones(1, np.float32),
+                   Rois(np.zeros((1, 2), np.float32), np.ones(1, np.float32), np.zeros(1, np.float32)))
+    model = rf.RealFootageModel(None, fitter, None)
+    one, fresh = np.array([0]), np.array([True])
+    no_hands = np.where(np.arange(33) < 13, 1.0, 0.0)[None].astype(np.float32)
+    truth = model._people(replace(lm, visibility=no_hands), one, fresh, box).cam[0]
+    monkeypatch.setattr(rf, "fit_camera", capture)
+    got = model._people(lm, one, fresh, box).cam[0]
+    order = [j for j, _ in CAMERA_PAIRS]
+    wrists = [order.index(20), order.index(21)]  # SMPL wrists
+    assert (seen["weights"][0, wrists] == 0).all()  # elbows unseen: the guessed hands count for nothing
+    np.testing.assert_allclose(got, truth, rtol=1e-5, atol=1e-6)  # placed by face and shoulders alone
+    vis[0, 13:15] = 0.9  # now the elbows are seen: the hands count, by their own visibility
+    model._people(replace(lm, visibility=vis), one, fresh, box)
+    np.testing.assert_allclose(seen["weights"][0, wrists], 0.8)

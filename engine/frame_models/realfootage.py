@@ -32,12 +32,21 @@ __all__ = ["RealFootageModel"]
 NOMINAL_INPUT = 512  # the letterbox size People.center_preds are expressed in (no network reads it)
 _CAM_JOINTS = np.asarray([j for j, _ in CAMERA_PAIRS])
 _CAM_LANDMARKS = np.asarray([k for _, k in CAMERA_PAIRS] + list(FACE_LANDMARKS))
-# The face points' weight in the camera fit (a limb joint weighs its visibility): low for a whole body, whose 10 limb
-# joints place it (a distant face is a few pixels, and the body's face proportions are one adult's: at weight 0.3 a
-# walker on vtest.avi fell out of the IoU 0.5 match), and up to 1 as fewer limb joints are seen (a person seen from
-# the chest up has the two shoulders, which alone put the body's head at the chin).
+# A limb joint weighs in the camera fit by the least visible landmark of its chain from the shoulder or hip (a wrist:
+# shoulder, elbow and wrist), not by its own: the posed body's wrist is where the fit put the arm, and an arm whose
+# elbow is unseen keeps its neutral pose, hanging at the side, wherever the network guessed the wrist. A close-up
+# framed from the top of the head to the collar bones (a webcam user leaning in) had both hands guessed under the
+# chin (visibility 0.6 and 0.9, elbows 0): matched to the hanging hands, the body shrank to a small figure under the
+# face (640x480 close-up clips, four takes: 0.78 / 0.77 -> 0.99 / 0.98; every other set within 0.003).
+_LIMB_CHAINS = {11: (11, 11, 11), 12: (12, 12, 12), 13: (11, 13, 13), 14: (12, 14, 14), 15: (11, 13, 15),
+                16: (12, 14, 16), 25: (23, 25, 25), 26: (24, 26, 26), 27: (23, 25, 27), 28: (24, 26, 28)}
+_CAM_CHAINS = np.asarray([_LIMB_CHAINS[k] for _, k in CAMERA_PAIRS])
+# The face points' weight in the camera fit (a limb joint weighs its chain's visibility): low for a whole body,
+# whose 10 limb joints place it (a distant face is a few pixels, and the body's face proportions are one adult's: at
+# weight 0.3 a walker on vtest.avi fell out of the IoU 0.5 match), and up to 1 as fewer limb joints are seen (a
+# person seen from the chest up has the two shoulders, which alone put the body's head at the chin).
 _FACE_WEIGHT = (0.15, 1.0)  # (whole body, close-up)
-_FACE_WEIGHT_LIMBS = (6.0, 2.0)  # summed limb visibility at which each applies (linear in between)
+_FACE_WEIGHT_LIMBS = (6.0, 2.0)  # summed limb joint weights at which each applies (linear in between)
 # ... and, whatever the limbs, up to _FACE_WEIGHT_BIG as the face grows from _FACE_PX[0] to _FACE_PX[1] pixels between
 # the ears. With the body's head at real proportions (engine.body.anny.HEAD_SCALE) a face big enough to measure is
 # the steadiest cue of where the body belongs (its few centimetres of spread move the scale little, its place the
@@ -108,6 +117,7 @@ class RealFootageModel(PeopleModel):
         norm = box.original_to_norm(lm.image[:, _CAM_LANDMARKS, :2])
         points = np.concatenate([joints[:, _CAM_JOINTS], face], axis=1)
         weights = lm.visibility[:, _CAM_LANDMARKS].copy()
+        weights[:, : len(CAMERA_PAIRS)] = lm.visibility[:, _CAM_CHAINS].min(axis=2)  # see _CAM_CHAINS
         limbs = weights[:, : len(CAMERA_PAIRS)].sum(axis=1)
         (whole_limbs, close_limbs), (whole, close) = _FACE_WEIGHT_LIMBS, _FACE_WEIGHT
         face_px = np.linalg.norm(lm.image[:, 7, :2] - lm.image[:, 8, :2], axis=1)  # ear to ear

@@ -206,19 +206,20 @@ def zoomed(photo: np.ndarray, im: dict, zoom: float) -> tuple[np.ndarray, dict]:
 
 
 def camera_view(photo: np.ndarray, im: dict, width: int, height: int) -> tuple[np.ndarray, dict]:
-    """The photo as a ``width`` x ``height`` camera pointed at its centre sees it: the middle cut to the camera's
-    aspect (a 4:3 webcam crops a wide photo's sides), scaled to its size, and the annotation moved along (people
-    left with under a quarter of their box in the picture count as hard).
+    """The photo as a ``width`` x ``height`` camera framing its people sees it: cut to the camera's aspect (the
+    centre columns of a photo wider than the camera, the top rows of a taller one: a camera is aimed so that heads
+    are in the picture, and a portrait's head is at its top), scaled to its size, and the annotation moved along
+    (people left with under a quarter of their box in the picture count as hard).
 
     Why: a webcam's usual 640x480 is both smaller and narrower than a photo, so a group at a webcam fills the
     picture edge to edge, cut at the sides as well as the bottom; scaling the whole photo keeps its roomier
-    framing."""
+    framing. (Cut about its centre, a 16:9 view of a head-and-shoulders portrait lost the eyes.)"""
     h, w = photo.shape[:2]
     if w * height > h * width:  # wider than the camera: keep the centre columns
         cw, ch = h * width / height, float(h)
     else:
         cw, ch = float(w), w * height / width
-    x0, y0 = (w - cw) / 2.0, (h - ch) / 2.0
+    x0, y0 = (w - cw) / 2.0, 0.0
     k = width / cw
     rows, cols = slice(round(y0), round(y0 + ch)), slice(round(x0), round(x0 + cw))
     frame = cv2.resize(photo[rows, cols], (width, height), interpolation=cv2.INTER_AREA)
