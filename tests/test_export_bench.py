@@ -17,12 +17,17 @@ from tests.conftest import needs_vtest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _stages():
-    spec = importlib.util.spec_from_file_location("bench_stages", ROOT / "benchmarks" / "stages.py")
+def _benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up while the file runs
     spec.loader.exec_module(mod)
     return mod
+
+
+def _stages():
+    return _benchmark("stages")
 
 
 @needs_vtest
@@ -62,11 +67,7 @@ def test_exporter_no_longer_imports_the_app():
 
 
 def _webcam_fps():
-    spec = importlib.util.spec_from_file_location("bench_webcam_fps", ROOT / "benchmarks" / "webcam_fps.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return _benchmark("webcam_fps")
 
 
 def test_webcam_clip_is_the_camera_size_and_moves(tmp_path):

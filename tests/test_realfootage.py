@@ -515,6 +515,21 @@ def test_the_extra_photo_sets_box_exactly_the_photos_the_fetch_script_downloads(
     assert boxed == known
 
 
+def _standing_body_landmarks():
+    """(fitter, world landmarks [1, 33, 3], image-plane landmarks [33, 2] in metres) of Anny standing, facing the
+    camera: the landmarks a perfect network would report for her, for the camera-fit tests."""
+    from engine.body import create_body_model
+    from engine.bodyfit import BodyFitter, landmarks_from_body
+
+    fitter = BodyFitter(create_body_model("anny"))
+    with torch.no_grad():
+        out = fitter.body(torch.tensor([[np.pi, 0.0, 0.0]]), torch.zeros(1, 69))
+    verts, joints = out.vertices.double().numpy(), out.joints[:, :24].double().numpy()
+    world = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map)
+    xy = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map, centre=False)[0, :, :2]
+    return fitter, world, xy
+
+
 @pytest.mark.parametrize(("ear_px", "face_weight"), [(100.0, 2.0), (55.0, 1.0), (10.0, 0.15)])
 def test_a_face_big_enough_to_measure_weighs_up_in_the_camera_fit(monkeypatch, ear_px, face_weight):
     """A whole body in view (all ten limb joints seen) gets the face weight of a whole body, 0.15, while its face is
@@ -522,8 +537,7 @@ def test_a_face_big_enough_to_measure_weighs_up_in_the_camera_fit(monkeypatch, e
     limbs: with the body's head at real proportions it is the steadiest cue of where a person close to the camera
     belongs."""
     import engine.frame_models.realfootage as rf
-    from engine.body import create_body_model
-    from engine.bodyfit import CAMERA_PAIRS, BodyFitter, landmarks_from_body
+    from engine.bodyfit import CAMERA_PAIRS
     from engine.realfootage.landmarks import Landmarks
     from engine.types import Letterbox
 
@@ -534,12 +548,7 @@ def test_a_face_big_enough_to_measure_weighs_up_in_the_camera_fit(monkeypatch, e
         return np.tile(np.array([[0.5, 0.0, 0.0]]), (len(points), 1))
 
     monkeypatch.setattr(rf, "fit_camera", capture)
-    fitter = BodyFitter(create_body_model("anny"))
-    with torch.no_grad():
-        out = fitter.body(torch.tensor([[np.pi, 0.0, 0.0]]), torch.zeros(1, 69))
-    verts, joints = out.vertices.double().numpy(), out.joints[:, :24].double().numpy()
-    world = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map)
-    xy = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map, centre=False)[0, :, :2]
+    fitter, world, xy = _standing_body_landmarks()
     image = np.zeros((1, 33, 3), np.float32)
     image[0, :, :2] = xy * ear_px / np.linalg.norm(xy[7] - xy[8]) + (640.0, 500.0)
     ones = np.ones((1, 33), np.float32)
@@ -558,8 +567,7 @@ def test_a_hand_whose_elbow_is_unseen_does_not_place_the_body(monkeypatch):
     hands count for nothing, and the body keeps the size its face and shoulders give (matched to the guessed hands
     it shrank to a small figure under the face); where the elbow is seen the hand counts by its visibility."""
     import engine.frame_models.realfootage as rf
-    from engine.body import create_body_model
-    from engine.bodyfit import CAMERA_PAIRS, BodyFitter, landmarks_from_body
+    from engine.bodyfit import CAMERA_PAIRS
     from engine.realfootage.landmarks import Landmarks
     from engine.types import Letterbox
 
@@ -570,12 +578,7 @@ def test_a_hand_whose_elbow_is_unseen_does_not_place_the_body(monkeypatch):
         seen["weights"] = weights.copy()
         return real_fit(points, norm, weights)
 
-    fitter = BodyFitter(create_body_model("anny"))
-    with torch.no_grad():
-        out = fitter.body(torch.tensor([[np.pi, 0.0, 0.0]]), torch.zeros(1, 69))
-    verts, joints = out.vertices.double().numpy(), out.joints[:, :24].double().numpy()
-    world = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map)
-    xy = landmarks_from_body(verts, joints, fitter.vertex_ids, fitter.joint_map, centre=False)[0, :, :2]
+    fitter, world, xy = _standing_body_landmarks()
     box = Letterbox.for_frame(480, 640, 512)
     ear = 180.0  # pixels between the ears: the face fills half the picture
     image = np.zeros((1, 33, 3), np.float32)
