@@ -927,6 +927,24 @@ def test_a_close_groups_pass_lets_go_of_whom_it_does_not_see(near_refresh):
 
 
 
+@pytest.mark.parametrize("near_hold", [True, False])
+def test_a_close_group_is_measured_at_its_detector_passes_only(near_hold):
+    """Three people close to the camera, two crops of budget a frame, a pass every 2nd frame (each crops everyone
+    again, ``near_refresh``). With ``near_hold`` the frames between passes crop nobody: the people move with the
+    flow of their landmarks; without it the budget crops two of them there."""
+    group = Group([[100, 60, 300, 460], [420, 60, 620, 460], [740, 60, 940, 460]], salience=[1.0, 1.0, 1.0])
+    cfg = TrackerCfg(landmark_budget=2, detect_every=2, near_hold=near_hold)
+    tracker = LandmarkTracker(GroupDetector(group.boxes), group, cfg)
+    crops = []
+    for _ in range(7):
+        before = group.crops
+        res = tracker(FRAME, 0.3, 64)
+        crops.append(group.crops - before)
+        assert len(res.ids) == 3
+    assert crops[0::2] == [3, 3, 3, 3]  # the first look, then every pass: everyone once
+    assert crops[1::2] == ([0, 0, 0] if near_hold else [2, 2, 2])
+
+
 class CentreNotingGroup(Group):
     """A Group that notes the centre of every crop it is given."""
 
