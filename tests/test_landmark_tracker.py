@@ -943,6 +943,14 @@ def test_a_close_group_is_measured_at_its_detector_passes_only(near_hold):
         assert len(res.ids) == 3
     assert crops[0::2] == [3, 3, 3, 3]  # the first look, then every pass: everyone once
     assert crops[1::2] == ([0, 0, 0] if near_hold else [2, 2, 2])
+    # with as many people tracked as the user allows (--max-people) no pass looks for more: the budget measures
+    group.crops = 0
+    full = LandmarkTracker(GroupDetector(group.boxes), group, cfg)
+    assert len(full(FRAME, 0.3, 3).ids) == 3 and group.crops == 3
+    for _ in range(4):
+        before = group.crops
+        assert len(full(FRAME, 0.3, 3).ids) == 3
+        assert group.crops - before == 2
 
 
 class CentreNotingGroup(Group):

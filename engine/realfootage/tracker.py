@@ -449,13 +449,14 @@ class LandmarkTracker:
             tracks, intake, looks = self._take_in(frame, tracks, taken.boxes)
         # a close group's pass on this frame crops everyone it sees again (TrackerCfg.near_refresh): no measurement
         # before it
-        regroup = cfg.near_refresh and taken is None and self._pending is None and 0 < len(tracks) < max_people \
-            and self._since_detect >= self._period and self._near(tracks)
+        near = cfg.near_refresh and 0 < len(tracks) < max_people and self._near(tracks)
+        regroup = near and taken is None and self._pending is None and self._since_detect >= self._period
         if regroup:
             crops = 0
-        else:
+        else:  # between a close group's passes nobody is due (TrackerCfg.near_hold)
             tracks, crops = self._refresh(frame, tracks,
-                                          np.flatnonzero(intake.reframed) if intake is not None else None)
+                                          np.flatnonzero(intake.reframed) if intake is not None else None,
+                                          hold=near and cfg.near_hold)
         crops += looks
         dead = (tracks.stale == 0) & (tracks.lm.flag < cfg.track_threshold)
         # a track re-framed from a detection that holds nobody just goes; of the others only a measured loss
@@ -795,12 +796,14 @@ class LandmarkTracker:
         moved = Landmarks(image, lm.visibility, lm.presence, lm.world, lm.flag, rois)
         return replace(t, lm=moved, stale=t.stale + 1)
 
-    def _refresh(self, frame: np.ndarray, tracks: _Tracks, extra: np.ndarray | None = None) -> tuple[_Tracks, int]:
+    def _refresh(self, frame: np.ndarray, tracks: _Tracks, extra: np.ndarray | None = None,
+                 hold: bool = False) -> tuple[_Tracks, int]:
         """Measure the landmarks of the people due this frame: everyone, or as many of the stalest as the budget's
-        credit covers (and anyone carried forward for ``max_stale`` frames), and the rows ``extra`` on top (people
-        re-framed from a detection: one crop each, in the budget's stead when they were due anyway)."""
+        credit covers (none while it ``hold``s), and anyone carried forward for ``max_stale`` frames, and the rows
+        ``extra`` on top (people re-framed from a detection: one crop each, in the budget's stead when they were due
+        anyway)."""
         n, budget = len(tracks), self.cfg.landmark_budget
-        hold = budget > 0 and n > 0 and self.cfg.near_hold and self.cfg.near_refresh and self._near(tracks)
+        hold = hold and budget > 0
         if budget > 0 and not hold:
             self._credit = min(self._credit + budget, float(np.ceil(budget)))  # a fraction carries over
         if n == 0:
