@@ -286,8 +286,9 @@ def main() -> int:
                     default=["cold", "sequence"])
     ap.add_argument("--clip-frames", type=int, default=60, help="frames of each photo's clip (clip modes)")
     ap.add_argument("--clip-size", type=_size, default=None, metavar="WxH",
-                    help="clip modes: play each photo as a camera of this size sees it (its centre cut to the "
-                         "camera's aspect, e.g. 640x480); default: the whole photo scaled to 960 px wide")
+                    help="clip modes: play each photo as a camera of this size frames it (cut to the camera's "
+                         "aspect: a wide photo's centre, a tall one's top; e.g. 640x480); default: the whole photo "
+                         "scaled to 960 px wide")
     ap.add_argument("--clip-takes", type=int, default=1, choices=range(1, 5),
                     help="clip modes: play each photo this many times: as it is, mirrored, and both again with the "
                          "sway 40 frames on (a tracked clip turns on single decisions; more takes, steadier sums)")

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """End-to-end FPS of the app on webcam-like clips: one person, or a group, close to the camera.
 
-A script, not a unit test. The README main command measures a street (small people, the detector's case); a
-webcam shows one person or a few filling the picture, where the landmark network and the renderer do most of the
-work. No such footage can be recorded here, so each clip is made from a still photo the way the hand-boxed clip
-evaluation makes them (``engine.realfootage.evaluate.swayed``: a slow zoom of 1.04-1.2x and a few pixels of sway,
-as a held or bumped camera moves), centre-cropped to the camera's aspect and scaled to its size, 300 frames at
-30 FPS. Each clip then goes through ``run_app.py --input CLIP --headless --record OUT.mp4 --save-npz DIR``, the
-user's own command, in a fresh process; rounds are interleaved (clip after clip, then again) because a shared
-machine's speed drifts, and the medians are reported with the range.
+A script, not a unit test. The README main command measures a street (small people, the detector's case); a webcam
+shows one person or a few filling the picture, where the landmark network and the renderer do most of the work. No
+such footage can be recorded here, so each clip is made from a still photo the way the hand-boxed clip evaluation
+makes them (``engine.realfootage.evaluate.swayed``: a slow zoom of 1.04-1.2x and a few pixels of sway, as a held or
+bumped camera moves), cut to the camera's aspect as ``evaluate.camera_view`` does (a wide photo's centre columns, a
+tall one's top rows) and scaled to its size, 300 frames at 30 FPS. Each clip then goes through ``run_app.py --input
+CLIP --headless --record OUT.mp4 --save-npz DIR``, the user's own command, in a fresh process; rounds are
+interleaved (clip after clip, then again) because a shared machine's speed drifts, and the medians are reported with
+the range.
 
 Photos: the three close-ups in the repository (``tests/data/closeup``: head and shoulders, waist up, knees up) and,
 when ``benchmarks/photo_sets/fetch.py`` has fetched them, the six group photos (3-5 people seated or standing close,

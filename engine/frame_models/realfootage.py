@@ -116,8 +116,8 @@ class RealFootageModel(PeopleModel):
         # saw them
         norm = box.original_to_norm(lm.image[:, _CAM_LANDMARKS, :2])
         points = np.concatenate([joints[:, _CAM_JOINTS], face], axis=1)
-        weights = lm.visibility[:, _CAM_LANDMARKS].copy()
-        weights[:, : len(CAMERA_PAIRS)] = lm.visibility[:, _CAM_CHAINS].min(axis=2)  # see _CAM_CHAINS
+        weights = np.concatenate([lm.visibility[:, _CAM_CHAINS].min(axis=2),  # limb joints: see _CAM_CHAINS
+                                  lm.visibility[:, list(FACE_LANDMARKS)]], axis=1)
         limbs = weights[:, : len(CAMERA_PAIRS)].sum(axis=1)
         (whole_limbs, close_limbs), (whole, close) = _FACE_WEIGHT_LIMBS, _FACE_WEIGHT
         face_px = np.linalg.norm(lm.image[:, 7, :2] - lm.image[:, 8, :2], axis=1)  # ear to ear

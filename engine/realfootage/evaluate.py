@@ -220,23 +220,9 @@ def camera_view(photo: np.ndarray, im: dict, width: int, height: int) -> tuple[n
     else:
         cw, ch = float(w), w * height / width
     x0, y0 = (w - cw) / 2.0, 0.0
-    k = width / cw
     rows, cols = slice(round(y0), round(y0 + ch)), slice(round(x0), round(x0 + cw))
     frame = cv2.resize(photo[rows, cols], (width, height), interpolation=cv2.INTER_AREA)
-
-    def moved(b):
-        b = (np.asarray(b, np.float64) - [x0, y0, x0, y0]) * k
-        return b, np.clip(b, 0, [width, height, width, height])
-
-    def area(b):
-        return max(b[2] - b[0], 0) * max(b[3] - b[1], 0)
-
-    out = []
-    for p in im["people"]:
-        full, vis = moved(p["box"])
-        if area(vis) > 0:
-            out.append({"box": vis.tolist(), "hard": bool(p.get("hard", False)) or area(vis) < 0.25 * area(full)})
-    return frame, {**im, "people": out, "ignore": [moved(r)[1].tolist() for r in im.get("ignore", [])]}
+    return frame, _moved(im, x0, y0, width / cw, width, height)
 
 
 def swayed(photo: np.ndarray, im: dict, index: int) -> tuple[np.ndarray, dict]:
@@ -267,20 +253,27 @@ def mirrored(photo: np.ndarray, im: dict) -> tuple[np.ndarray, dict]:
 
 def _view(photo: np.ndarray, im: dict, zoom: float, x0: float, y0: float) -> tuple[np.ndarray, dict]:
     """The photo magnified ``zoom`` times from its point (x0, y0) at the top-left, same size, and the annotation
-    moved along (people left with under a quarter of their box in the picture count as hard)."""
+    moved along (see :func:`_moved`)."""
     h, w = photo.shape[:2]
     frame = cv2.warpAffine(photo, np.array([[zoom, 0, -x0 * zoom], [0, zoom, -y0 * zoom]]), (w, h),
                            flags=cv2.INTER_LINEAR)
+    return frame, _moved(im, x0, y0, zoom, w, h)
+
+
+def _moved(im: dict, x0: float, y0: float, k: float, w: int, h: int) -> dict:
+    """The annotation of a view whose top-left is the photo's (x0, y0), scaled ``k`` times, ``w`` x ``h``: boxes
+    clipped to it, people outside it dropped, and people left with under a quarter of their box in it hard."""
 
     def moved(b):
-        b = (np.asarray(b, np.float64) - [x0, y0, x0, y0]) * zoom
+        b = (np.asarray(b, np.float64) - [x0, y0, x0, y0]) * k
         return b, np.clip(b, 0, [w, h, w, h])
+
+    def area(b):
+        return max(b[2] - b[0], 0) * max(b[3] - b[1], 0)
 
     out = []
     for p in im["people"]:
         full, vis = moved(p["box"])
-        area = lambda b: max(b[2] - b[0], 0) * max(b[3] - b[1], 0)  # noqa: E731
-        out.append({"box": vis.tolist(), "hard": p["hard"] or area(vis) < 0.25 * area(full)})
-    ignore = [moved(r)[1].tolist() for r in im.get("ignore", [])]
-    return frame, {**im, "people": [p for p in out if p["box"][2] > p["box"][0] and p["box"][3] > p["box"][1]],
-                   "ignore": ignore}
+        if area(vis) > 0:
+            out.append({"box": vis.tolist(), "hard": bool(p.get("hard", False)) or area(vis) < 0.25 * area(full)})
+    return {**im, "people": out, "ignore": [moved(r)[1].tolist() for r in im.get("ignore", [])]}
