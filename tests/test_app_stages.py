@@ -241,7 +241,10 @@ def test_pacer_holds_items_to_the_clock_and_restarts_when_behind():
         out.append(time.perf_counter() - t0)
     gaps = np.diff(out)
     assert out[0] < 0.02  # the first item at once
-    assert (gaps >= 0.028).all() and gaps.sum() < 0.03 * 4 + 0.1, gaps
+    # held to the clock: item k never before k intervals after the first (a wake-up the OS delays shortens the
+    # next gap, as the clock, not the previous item, sets when it is due), and no slower than the clock overall
+    since_first = np.array(out[1:]) - out[0]
+    assert (since_first >= 0.03 * np.arange(1, 5) - 0.002).all() and gaps.sum() < 0.03 * 4 + 0.1, gaps
     time.sleep(0.1)  # a slow stage: more than one interval late
     t1 = time.perf_counter()
     pacer.tick(0.03)
