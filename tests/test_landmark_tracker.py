@@ -512,6 +512,43 @@ def test_a_cut_body_turned_down_in_both_framings_is_cropped_as_a_deeper_one(deep
         assert net.crops[-1].sides[0] == pytest.approx(1.25 * 1.8 * 420, rel=1e-5)  # held
 
 
+class BehindTableDetector(FakeDetector):
+    """A person seen down to a table's top: a box inside the picture, no edge near it."""
+
+    def __init__(self, box) -> None:
+        self.passes, self.box = 0, np.array([box], np.float32)
+
+    def prepare(self, frame, fine=True) -> np.ndarray:
+        return self.box
+
+
+@pytest.mark.parametrize(("hidden_below", "box", "found"), [
+    (None, (300.0, 40.0, 560.0, 330.0), False),
+    (2.0, (300.0, 40.0, 560.0, 330.0), True),
+    (2.0, (360.0, 40.0, 500.0, 230.0), False),  # under half the frame's height: not tried
+])
+def test_a_tall_detection_turned_down_as_a_whole_body_is_cropped_as_the_top_of_one_hidden_below(
+        hidden_below, box, found):
+    """A person behind a table (or the people in front) is boxed down to what hides them; cropped as if that box
+    were the whole body the network turns them down. A detection that tall (half the frame or more) and cut by no
+    edge is cropped once more as the top of a body ``hidden_below`` times its height, and kept where the network
+    accepts that."""
+    net = ChestUp(whole_side=600.0)  # accepts crops of 540 px and more: the hidden-below framing (1.25 x 580)
+    tracker = LandmarkTracker(BehindTableDetector(box), net, TrackerCfg(detect_every=1000, landmark_budget=0,
+                                                                         hidden_below=hidden_below))
+    res = tracker(FRAME[:, :800], 0.3, 64)
+    x1, y1, x2, y2 = box
+    framings = [float(r.sides[0]) for r in net.crops]
+    assert framings[0] == pytest.approx(1.25 * (y2 - y1))  # the whole-body framing first
+    if not found:
+        assert len(res.landmarks) == 0
+        assert all(side == pytest.approx(framings[0]) for side in framings)  # at most a look alone, no deeper one
+        return
+    assert framings[-1] == pytest.approx(1.25 * 2.0 * (y2 - y1))
+    np.testing.assert_allclose(net.crops[-1].centers[0], ((x1 + x2) / 2, y2), atol=1e-3)  # the box is its top half
+    assert len(res.landmarks) == 1 and tracker._tracks.cut.tolist() == [0]
+
+
 @pytest.mark.parametrize(("legs_flag", "cut_flag", "cut"), [(0.99, 0.995, 0), (0.9, 0.9999, 1)])
 def test_a_wide_whole_body_at_the_frame_edge_keeps_its_whole_body_crop(legs_flag, cut_flag, cut):
     """A running or sitting person whose wide box reaches the bottom edge, with a leg seen in the whole-body crop,
