@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from itertools import pairwise
 
 import cv2
@@ -1133,15 +1134,32 @@ class FineNotingDetector(FakeDetector):
         return super().prepare(frame, fine)
 
 
+class PartsOfClosePeople(FakeLandmarks):
+    """The scripted people read as parts of people close to the camera: the same landmarks, in crops framed
+    ``side`` px wide (a head at the picture's edge whose body goes on out of it)."""
+
+    def __init__(self, scene: Scene, side: float) -> None:
+        super().__init__(scene)
+        self.side = side
+
+    def __call__(self, rgb, rois: Rois) -> Landmarks:
+        lm = super().__call__(rgb, rois)
+        nr = lm.next_rois
+        return replace(lm, next_rois=Rois(nr.centers, np.full(len(nr), self.side, np.float32), nr.angles))
+
+
 @pytest.mark.parametrize("lag", [0, 2])
 def test_the_fine_pass_runs_at_every_pass_only_while_someone_small_is_tracked(lag):
     """Tall people alone: the fine passes back off to one in ``fine_backoff`` passes (gaps 1, 1, 2, 4, 8, 8, ...).
-    A person under the detector's small height: every pass takes it, so every pass sees them."""
+    A person under the detector's small height: every pass takes it, so every pass sees them. A small landmark box
+    in a large crop is part of a person close to the camera, not a small person: the passes back off."""
     cfg = TrackerCfg(detect_every=1, max_detect_every=0, landmark_budget=0, detect_lag=lag, fine_backoff=8)
-    for small, expect in ((HEIGHT / 2, "tall"), (2 * HEIGHT, "small")):
+    for small, side, expect in ((HEIGHT / 2, None, "tall"), (2 * HEIGHT, None, "small"),
+                                (2 * HEIGHT, 5 * HEIGHT, "tall")):
         scene = Scene([(150.0 + 200.0 * i, 240.0) for i in range(3)])
         det = FineNotingDetector(scene, small)
-        tracker = LandmarkTracker(det, FakeLandmarks(scene), cfg)
+        net = FakeLandmarks(scene) if side is None else PartsOfClosePeople(scene, side)
+        tracker = LandmarkTracker(det, net, cfg)
         for f in range(80):
             scene.frame = f
             assert len(tracker(FRAME, 0.3, 64).landmarks) == 3
