@@ -527,14 +527,15 @@ class BehindTableDetector(FakeDetector):
     (None, (300.0, 40.0, 560.0, 330.0), False),
     (2.0, (300.0, 40.0, 560.0, 330.0), True),
     (2.0, (360.0, 40.0, 500.0, 230.0), False),  # under half the frame's height: not tried
+    (2.0, (380.0, 40.0, 480.0, 330.0), False),  # no wider than a whole person: nothing hidden, not tried
 ])
 def test_a_tall_detection_turned_down_as_a_whole_body_is_cropped_as_the_top_of_one_hidden_below(
         hidden_below, box, found):
     """A person behind a table (or the people in front) is boxed down to what hides them; cropped as if that box
-    were the whole body the network turns them down. A detection that tall (half the frame or more) and cut by no
-    edge is cropped once more as the top of a body ``hidden_below`` times its height, and kept where the network
-    accepts that."""
-    net = ChestUp(whole_side=600.0)  # accepts crops of 540 px and more: the hidden-below framing (1.25 x 580)
+    were the whole body the network turns them down. A detection that tall (half the frame or more), wider than a
+    whole person's and cut by no edge is cropped once more as the top of a body ``hidden_below`` times its height,
+    and kept where the network accepts that."""
+    net = ChestUp(whole_side=480.0)  # accepts crops of 432 px and more: the hidden-below framing (1.25 x 580)
     tracker = LandmarkTracker(BehindTableDetector(box), net, TrackerCfg(detect_every=1000, landmark_budget=0,
                                                                          hidden_below=hidden_below))
     res = tracker(FRAME[:, :800], 0.3, 64)
