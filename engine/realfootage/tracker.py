@@ -67,11 +67,11 @@ CUT_HOLD_ZOOM = 1.1
 # too short for the shoulders (see _short_torso_unseen).
 CUT_TORSO_MIN = 1.0
 REFRAME_SAME_PLACE = 0.15  # a re-framing detection this close to the track (in its heights) is the same person
-# Pyramidal Lucas-Kanade flow of carried people's landmarks (see TrackerCfg.flow): a 15-px window on 3 pyramid levels
-# (maxLevel 2) follows a walker's steps between frames; a scale change per frame beyond FLOW_MAX_ZOOM is a flow failure.
 # a whole walker's crop side is about twice the height of their visible landmarks (median 2.0, 5-95 % 1.7-3.0 on
 # vtest.avi); half the side is their height as the crop frames them, whatever the picture shows of them
 SIDE_PER_HEIGHT = 2.0
+# Pyramidal Lucas-Kanade flow of carried people's landmarks (see TrackerCfg.flow): a 15-px window on 3 pyramid levels
+# (maxLevel 2) follows a walker's steps between frames; a scale change per frame beyond FLOW_MAX_ZOOM is a flow failure.
 FLOW_WINDOW = (15, 15)
 FLOW_LEVELS = 2
 FLOW_MAX_ZOOM = 1.25
@@ -266,9 +266,9 @@ class TrackerCfg:
             cropped once more as the top of a body this many times its height (None: never). A person behind a card
             table, or standing behind the people in front, is boxed by the detector down to what hides them, so the
             box is too wide for a whole body; framed as if that box held the whole body, the crop shows a giant
-            torso. A man standing behind a seated woman (box 0.75 of the frame) was
-            turned down as a whole body (pose flag 0.18; 0.71 alone, with the face read at his chin) and accepted at
-            2.0x (0.99, his face where it is; 1.2-1.6x: 0.05-0.38). Cold, at 1, 1.3 and 1.7x: six group photos
+            torso. A man standing behind a seated woman (box 0.75 of the frame) was turned down as a whole body
+            (pose flag 0.18; 0.71 alone, with the face read at his chin) and accepted at 2.0x (0.99, his face where
+            it is; 1.2-1.6x: 0.05-0.38). Cold, at 1, 1.3 and 1.7x: six group photos
             0.841 / 0.930 -> 0.857 / 0.931; as clips, four takes: group photos 0.768 / 0.834 -> 0.772 / 0.838,
             wheel photos 0.605 / 0.739 -> 0.628 / 0.730 (the card table: 62 more of 1440 person-frames found; the
             hidden man's body, guessed legs and all, does not always meet his visible box), sport photos 0.913 /
@@ -744,8 +744,7 @@ class LandmarkTracker:
         np.fill_diagonal(same, False)
         tall = ~ok & (seeds[:, 3] - seeds[:, 1] >= cfg.retry_height * self._hw[0])
         if tall.any():
-            found = np.concatenate([seeds[ok], person_boxes(tracked.lm, tracked.cut, self._hw[0])])
-            tall &= ~(cover_matrix(found, seeds).max(axis=0, initial=0.0) >= cfg.alone_cover)
+            tall &= ~self._inside_found(seeds, ok, tracked)
         rows = np.flatnonzero(same.any(axis=1) | tall)
         if not len(rows):
             return first, 0
@@ -757,6 +756,13 @@ class LandmarkTracker:
         order = np.arange(len(first))
         order[rows[good]] = len(first) + np.flatnonzero(good)
         return Landmarks.concat([first, again]).select(order), len(rows)
+
+    def _inside_found(self, seeds: np.ndarray, ok: np.ndarray, tracked: _Tracks) -> np.ndarray:
+        """[N] bool: the seeds lying at least ``TrackerCfg.alone_cover`` (share of their area) inside someone found,
+        a seed the network accepted (``ok``) or a tracked person: a part of them (a hand, a bag, a cushion by a head),
+        not a person to look at again."""
+        found = np.concatenate([seeds[ok], person_boxes(tracked.lm, tracked.cut, self._hw[0])])
+        return cover_matrix(found, seeds).max(axis=0, initial=0.0) >= self.cfg.alone_cover
 
     def _hidden_below(self, frame: np.ndarray, seeds: np.ndarray, first: Landmarks, cand: np.ndarray,
                       tracked: _Tracks) -> tuple[Landmarks, int]:
@@ -773,8 +779,7 @@ class LandmarkTracker:
         tall = ~ok & (cand == 0) & (height >= cfg.retry_height * self._hw[0])
         tall &= seeds[:, 2] - seeds[:, 0] > WHOLE_BODY_ASPECT * height  # too wide for a whole person
         if tall.any():
-            found = np.concatenate([seeds[ok], person_boxes(tracked.lm, tracked.cut, self._hw[0])])
-            tall &= ~(cover_matrix(found, seeds).max(axis=0, initial=0.0) >= cfg.alone_cover)
+            tall &= ~self._inside_found(seeds, ok, tracked)
         rows = np.flatnonzero(tall)
         if not len(rows):
             return first, 0
