@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Rois", "crop_rois", "cut_boxes", "extend_cut_boxes", "follow_points", "narrow_cut", "rois_from_alignment",
-           "rois_from_boxes"]
+__all__ = ["Rois", "crop_rois", "cut_boxes", "extend_cut_boxes", "follow_points", "narrow_boxes", "narrow_cut",
+           "rois_from_alignment", "rois_from_boxes"]
 
 # Width / height of the box of a whole, upright person, about (arms at the sides or swinging). A box cut by the top
 # or bottom of the frame that is wider than this holds only part of a body: the rest is outside the picture.
@@ -89,7 +89,7 @@ def extend_cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int], at_least: flo
     seen = out[:, 3] - out[:, 1]
     whole = np.maximum(seen, (out[:, 2] - out[:, 0]) / WHOLE_BODY_ASPECT)
     cut = cut_boxes(out, frame_hw)
-    whole = np.where((cut != 0) & _narrow(out), np.maximum(whole, NARROW_CUT_HEIGHT * seen), whole)
+    whole = np.where((cut != 0) & narrow_boxes(out), np.maximum(whole, NARROW_CUT_HEIGHT * seen), whole)
     whole = np.where(cut != 0, np.maximum(whole, at_least * seen), whole)
     down, up = cut > 0, cut < 0
     out[down, 3] = out[down, 1] + whole[down]
@@ -110,7 +110,7 @@ def cut_boxes(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     height, width = float(frame_hw[0]), float(frame_hw[1])
     bottom, top = b[:, 3] >= (1.0 - EDGE_PX) * height, b[:, 1] <= EDGE_PX * height
-    partial = ~_narrow(b) | _side_cut(b, width)
+    partial = ~narrow_boxes(b) | _side_cut(b, width)
     return np.where(bottom, 1, np.where(partial & top, -1, 0)).astype(np.int8)
 
 
@@ -123,10 +123,11 @@ def narrow_cut(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
     an edge suggests the cut. That is weak evidence: a whole person walking in at the bottom, or at a bottom
     corner, has such a box too."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
-    return (cut_boxes(b, frame_hw) != 0) & _narrow(b)
+    return (cut_boxes(b, frame_hw) != 0) & narrow_boxes(b)
 
 
-def _narrow(b: np.ndarray) -> np.ndarray:
+def narrow_boxes(b: np.ndarray) -> np.ndarray:
+    """[N] bool: boxes no wider than a whole, upright person's (``WHOLE_BODY_ASPECT``)."""
     return b[:, 2] - b[:, 0] <= WHOLE_BODY_ASPECT * (b[:, 3] - b[:, 1])
 
 

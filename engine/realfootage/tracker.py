@@ -40,7 +40,7 @@ import numpy as np
 
 from .detector import Detections, PersonDetector, PreparedFrame, cover_matrix, iou_matrix
 from .landmarks import BlazePoseLandmarks, Landmarks
-from .roi import WHOLE_BODY_ASPECT, Rois, cut_boxes, extend_cut_boxes, follow_points, narrow_cut, rois_from_boxes
+from .roi import Rois, cut_boxes, extend_cut_boxes, follow_points, narrow_boxes, narrow_cut, rois_from_boxes
 
 __all__ = ["LandmarkTracker", "TrackedPoses", "TrackerCfg", "match_boxes", "person_boxes"]
 
@@ -753,9 +753,7 @@ class LandmarkTracker:
         again = self.landmarks(frame, rois.select(rows), box + np.concatenate([-pad, -pad, pad, pad], axis=1))
         fills = np.diag(iou_matrix(person_boxes(again, cut[rows], self._hw[0]), seeds[rows]))
         good = (again.flag >= cfg.flag_threshold) & (fills >= cfg.alone_iou)
-        order = np.arange(len(first))
-        order[rows[good]] = len(first) + np.flatnonzero(good)
-        return Landmarks.concat([first, again]).select(order), len(rows)
+        return _replaced(first, rows[good], again.select(np.flatnonzero(good))), len(rows)
 
     def _inside_found(self, seeds: np.ndarray, ok: np.ndarray, tracked: _Tracks) -> np.ndarray:
         """[N] bool: the seeds lying at least ``TrackerCfg.alone_cover`` (share of their area) inside someone found,
@@ -775,9 +773,7 @@ class LandmarkTracker:
         if cfg.hidden_below is None or not len(first):
             return first, 0
         ok = first.flag >= cfg.flag_threshold
-        height = seeds[:, 3] - seeds[:, 1]
-        tall = ~ok & (cand == 0) & (height >= cfg.retry_height * self._hw[0])
-        tall &= seeds[:, 2] - seeds[:, 0] > WHOLE_BODY_ASPECT * height  # too wide for a whole person
+        tall = ~ok & (cand == 0) & ~narrow_boxes(seeds) & (seeds[:, 3] - seeds[:, 1] >= cfg.retry_height * self._hw[0])
         if tall.any():
             tall &= ~self._inside_found(seeds, ok, tracked)
         rows = np.flatnonzero(tall)
@@ -787,9 +783,7 @@ class LandmarkTracker:
         boxes[:, 3] = boxes[:, 1] + cfg.hidden_below * (boxes[:, 3] - boxes[:, 1])
         again = self.landmarks(frame, rois_from_boxes(boxes, cfg.box_scale))
         good = again.flag >= cfg.flag_threshold
-        order = np.arange(len(first))
-        order[rows[good]] = len(first) + np.flatnonzero(good)
-        return Landmarks.concat([first, again]).select(order), len(rows)
+        return _replaced(first, rows[good], again.select(np.flatnonzero(good))), len(rows)
 
     def _submit(self, prepared: PreparedFrame, threshold: float, max_people: int) -> None:
         """Start a detector pass on the background thread; its people are taken in ``detect_lag`` frames later."""
@@ -1170,6 +1164,13 @@ def _face_distance(lm: Landmarks, min_px: float) -> np.ndarray:
     dist = dist / np.maximum(np.minimum(width[:, None], width[None]), 1e-6)
     seen = (lm.visibility[:, FACE_SEEN].min(axis=1) >= 0.5) & (width >= min_px)
     return np.where(seen[:, None] & seen[None], dist, np.inf)
+
+
+def _replaced(lm: Landmarks, rows: np.ndarray, new: Landmarks) -> Landmarks:
+    """``lm`` with its ``rows`` replaced by ``new`` (one person each, in that order): a second look that won."""
+    order = np.arange(len(lm))
+    order[rows] = len(lm) + np.arange(len(rows))
+    return Landmarks.concat([lm, new]).select(order)
 
 
 def _framed_height(tracks: _Tracks, frame_height: float) -> np.ndarray:
